@@ -1,0 +1,291 @@
+"""Configuration: merge YAML files, validate against the JSON schema, expose typed dataclasses.
+
+``load_config(["config/config.yaml", "config/smoke.yaml"])`` deep-merges the files in order (mappings merge,
+everything else is replaced: the same rule Snakemake applies to ``--configfile``) and validates the result.  Any
+error is one line naming the key path, e.g. ``config: search.repeats: expected integer >= 1, got 'three'``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import yaml
+
+from .errors import ConfigError
+from .provenance import repo_root
+
+SCHEMA_PATH = repo_root() / "workflow" / "schemas" / "config.schema.yaml"
+METHODS = ("metantk", "tenas", "linreg", "random", "metanas")
+INFINITE_TIME = 1000.0  # the original replaces inner_lr_time >= 1000 by infinity
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config: file not found: {path}")
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config: {path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+
+
+def _schema() -> dict[str, Any]:
+    return read_yaml(SCHEMA_PATH)
+
+
+def _describe(error: Any) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    v = error.validator
+    if v == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"{path}: unknown key(s) {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(error.schema.get('properties', {})))}"
+    if v == "required":
+        return f"{path}: {error.message}"
+    if v in ("type",):
+        return f"{path}: expected {error.validator_value}, got {error.instance!r}"
+    if v == "enum":
+        return f"{path}: expected one of {error.validator_value}, got {error.instance!r}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
+        return f"{path}: expected a value {op} {error.validator_value}, got {error.instance!r}"
+    if v == "propertyNames":
+        return f"{path}: invalid key {error.instance!r} ({error.message})"
+    return f"{path}: {error.message}"
+
+
+def validate_config(cfg: Any) -> None:
+    """Raise :class:`ConfigError` with one line naming the first offending key path."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
+    if errors:
+        # prefer the deepest, most specific error among those on the first path
+        raise ConfigError(f"config: {_describe(_most_specific(errors))}")
+    for entry in cfg["grid"]:
+        if entry["dataset"] not in cfg["data"]["datasets"]:
+            raise ConfigError(f"config: grid: dataset {entry['dataset']!r} is not defined under data.datasets "
+                              f"(defined: {', '.join(cfg['data']['datasets'])})")
+    for name, ds in cfg["data"]["datasets"].items():
+        if ds["format"] == "synthetic" and "synthetic" not in ds:
+            raise ConfigError(f"config: data.datasets.{name}.synthetic: required for format 'synthetic'")
+        if ds["format"] != "synthetic" and "source" not in ds:
+            raise ConfigError(f"config: data.datasets.{name}.source: required for format {ds['format']!r}")
+
+
+def _most_specific(errors: list[Any]) -> Any:
+    best = errors[0]
+    for e in errors:
+        if e.context:
+            continue
+        if len(list(e.absolute_path)) > len(list(best.absolute_path)):
+            best = e
+    return best
+
+
+def load_config(paths: Sequence[str | Path]) -> dict[str, Any]:
+    if not paths:
+        raise ConfigError("config: no config file given")
+    merged: dict[str, Any] = {}
+    for p in paths:
+        data = read_yaml(p)
+        if data is None:
+            continue
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config: {p}: top level must be a mapping, got {type(data).__name__}")
+        merged = deep_merge(merged, data)
+    validate_config(merged)
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Typed views of the sections each stage reads.
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KernelSpec:
+    inner: str          # "maml" | "anil"
+    inner_time: float   # math.inf when the config says >= 1000
+    reg: float
+
+
+@dataclass(frozen=True)
+class FidelitySwitches:
+    fresh_head_per_network: bool = True
+    default_init: bool = True
+    cifar_normalisation: bool = True
+    stale_group_origin: bool = True
+    nan_condition: float = 1e5
+
+
+@dataclass(frozen=True)
+class LinearRegionSpec:
+    batch: int = 1000
+    batches: int = 3
+    patch: int = 3
+    resize: int = 32
+    channels: int = 1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    method: str
+    cells: int
+    seed: int
+    kernel: KernelSpec | None
+    channels: int = 48
+    image_size: int = 32
+    ways: int = 5
+    shots: int = 1
+    queries: int = 1
+    tasks_per_batch: int = 3
+    task_pool: int = 1000
+    ntk_batch: int = 30
+    repeats: int = 3
+    precision: int = 3
+    norm: str = "groupnorm16"
+    ntk_backend: str = "fast"
+    grad_dtype: str = "float32"
+    linear_regions: LinearRegionSpec = LinearRegionSpec()
+    fidelity: FidelitySwitches = FidelitySwitches()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    cells: int
+    seed: int
+    channels: int
+    image_size: int
+    lr: float
+    epochs: int
+    decay_epochs: tuple[int, ...]
+    batch_size: int
+    drop_path: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    crop_padding: int = 8
+    color_jitter: float = 0.4
+    num_workers: int = 0
+    mixed_precision: bool = True
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    episodes: int
+    ways: int
+    shots: tuple[int, ...]
+    queries: int
+    support_augmentations: int
+    C: float
+    seed: int
+    solver: str
+    feature_batch: int
+    image_size: int
+    crop_padding: int
+    color_jitter: float
+
+
+def _per_dataset(table: Mapping[str, Any], dataset: str) -> Any:
+    return table.get(dataset, table["default"])
+
+
+def kernel_spec(cfg: Mapping[str, Any], dataset: str, cells: int) -> KernelSpec:
+    table = cfg["search"]["kernels"]
+    for key in (dataset, "default"):
+        entry = table.get(key, {}).get(str(cells))
+        if entry is not None:
+            t = float(entry["inner_time"])
+            return KernelSpec(entry["inner"], math.inf if t >= INFINITE_TIME else t, float(entry["reg"]))
+    raise ConfigError(f"config: search.kernels: no kernel for dataset {dataset!r} with {cells} cells "
+                      f"(add search.kernels.{dataset}.\"{cells}\" or search.kernels.default.\"{cells}\")")
+
+
+def search_config(cfg: Mapping[str, Any], dataset: str, method: str, cells: int, seed: int) -> SearchConfig:
+    s = cfg["search"]
+    kernel = kernel_spec(cfg, dataset, cells) if method == "metantk" else None
+    plain = {k: v for k, v in s.items() if k not in ("kernels", "linear_regions", "fidelity")}
+    return SearchConfig(method=method, cells=cells, seed=seed, kernel=kernel,
+                        linear_regions=LinearRegionSpec(**s["linear_regions"]),
+                        fidelity=FidelitySwitches(**s["fidelity"]), **plain)
+
+
+def train_config(cfg: Mapping[str, Any], dataset: str, cells: int, seed: int) -> TrainConfig:
+    t = cfg["train"]
+    r = _per_dataset(t["recipes"], dataset)
+    bs = r["batch_size"].get(str(cells))
+    if bs is None:
+        raise ConfigError(f"config: train.recipes.{dataset}.batch_size: no entry for {cells} cells")
+    return TrainConfig(cells=cells, seed=seed, channels=t["channels"], image_size=t["image_size"], lr=r["lr"],
+                       epochs=r["epochs"], decay_epochs=tuple(r["decay_epochs"]), batch_size=bs,
+                       drop_path=r["drop_path"], momentum=t["momentum"], weight_decay=t["weight_decay"],
+                       crop_padding=t["crop_padding"], color_jitter=t["color_jitter"],
+                       num_workers=t["num_workers"], mixed_precision=t["mixed_precision"],
+                       channels_last=t["channels_last"])
+
+
+def eval_config(cfg: Mapping[str, Any]) -> EvalConfig:
+    e = cfg["evaluate"]
+    t = cfg["train"]
+    return EvalConfig(episodes=e["episodes"], ways=e["ways"], shots=tuple(e["shots"]), queries=e["queries"],
+                      support_augmentations=e["support_augmentations"], C=e["C"], seed=e["seed"],
+                      solver=e["solver"], feature_batch=e["feature_batch"], image_size=t["image_size"],
+                      crop_padding=t["crop_padding"], color_jitter=t["color_jitter"])
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    method: str
+    cells: int
+    seed: int
+
+    @property
+    def tag(self) -> str:
+        return f"{self.dataset}-{self.method}-{self.cells}-{self.seed}"
+
+    @property
+    def path(self) -> str:
+        return f"{self.dataset}/{self.method}/cells{self.cells}/seed{self.seed}"
+
+
+def iter_runs(cfg: Mapping[str, Any]) -> Iterator[Run]:
+    seen = set()
+    for entry in cfg["grid"]:
+        for m in entry["methods"]:
+            for c in entry["cells"]:
+                for s in entry["seeds"]:
+                    run = Run(entry["dataset"], m, c, s)
+                    if run not in seen:
+                        seen.add(run)
+                        yield run
+
+
+def stage_config_subset(cfg: Mapping[str, Any], stage: str, dataset: str | None = None) -> dict[str, Any]:
+    """The part of the config a stage reads (recorded in provenance, used as Snakemake params)."""
+    if stage == "prepare_data":
+        return {"dataset": cfg["data"]["datasets"][dataset]}
+    if stage == "search":
+        return {"search": cfg["search"]}
+    if stage == "train":
+        return {"train": cfg["train"]}
+    if stage == "evaluate":
+        return {"evaluate": cfg["evaluate"], "train": {k: cfg["train"][k] for k in ("image_size", "crop_padding", "color_jitter")}}
+    if stage == "tables":
+        return {"tables": cfg["tables"], "grid": cfg["grid"]}
+    return {}

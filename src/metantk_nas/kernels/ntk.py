@@ -1,0 +1,113 @@
+"""Empirical NTK of a batch: Theta[n, m] = <dg(x_n)/dtheta, dg(x_m)/dtheta>, g(x) = sum_c f_c(x).
+
+Parameters: the ``.weight`` of every non-normalisation module that takes part in the forward pass (convs, the
+linear head), as the original (``params_types w``); biases and norm parameters are switchable.  Two backends:
+
+* ``fast``: ``torch.func`` — ``vmap(grad(g))`` over single samples on a ``functional_call`` of the module;
+* ``opacus``: Opacus' ``GradSampleModule`` (per-sample gradients from one backward pass), as the original.
+
+Both require per-sample independence (GroupNorm or no norm; not train-mode BatchNorm).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm)
+
+
+@dataclass(frozen=True)
+class ParamFilter:
+    weights: bool = True
+    biases: bool = False
+    norm: bool = False
+
+    def keep(self, module: nn.Module, pname: str) -> bool:
+        if isinstance(module, NORM_TYPES):
+            return self.norm
+        if pname == "weight":
+            return self.weights
+        if pname == "bias":
+            return self.biases
+        return False
+
+
+def kernel_parameter_names(module: nn.Module, live: Callable[[str], bool] = lambda n: True,
+                           pfilter: ParamFilter = ParamFilter()) -> list[str]:
+    names = []
+    for mname, m in module.named_modules():
+        for pname, p in m.named_parameters(recurse=False):
+            full = f"{mname}.{pname}" if mname else pname
+            if p.requires_grad and pfilter.keep(m, pname) and live(full):
+                names.append(full)
+    return names
+
+
+def gram_from_grads(grads: dict[str, torch.Tensor] | list[torch.Tensor]) -> torch.Tensor:
+    """Sum over parameter tensors of G_p G_p^T, G_p = per-sample gradients flattened to (N, P_p)."""
+    items = grads.values() if isinstance(grads, dict) else grads
+    gram = None
+    for g in items:
+        flat = g.reshape(g.shape[0], -1)
+        term = flat @ flat.T
+        gram = term if gram is None else gram + term
+    assert gram is not None, "no parameters"
+    return gram
+
+
+def ntk_fast(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """NTK gram with torch.func: per-sample gradients of sum_c f_c(x_n) w.r.t. the parameters ``names``.
+
+    ``module(x)`` must return per-sample outputs ``(N, ...)``; samples must not interact (no train-mode BN).
+    """
+    from torch.func import functional_call, grad, vmap
+
+    params = dict(module.named_parameters())
+    buffers = dict(module.named_buffers())
+    train_p = {n: params[n].detach() for n in names}
+    frozen = {n: p.detach() for n, p in params.items() if n not in train_p}
+
+    def g(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
+        return functional_call(module, ({**frozen, **p}, buffers), (xi.unsqueeze(0),)).sum()
+
+    grads = vmap(grad(g), in_dims=(None, 0))(train_p, x)
+    return gram_from_grads(grads)
+
+
+def ntk_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """NTK gram from Opacus per-sample gradients (``loss_reduction='sum'``, backward of sum of outputs)."""
+    from opacus import GradSampleModule
+
+    was_training = module.training
+    module.train()  # Opacus only captures activations in training mode (GroupNorm is unaffected)
+    gsm = GradSampleModule(module, loss_reduction="sum", strict=True)
+    try:
+        for p in module.parameters():
+            p.grad = None
+        out = gsm(x)
+        out.sum().backward()
+        params = dict(module.named_parameters())
+        grads = []
+        for n in names:
+            gs = getattr(params[n], "grad_sample", None)
+            if gs is not None:
+                grads.append(gs.detach())
+        return gram_from_grads(grads)
+    finally:
+        gsm._close()
+        for p in module.parameters():
+            p.grad = None
+            if hasattr(p, "grad_sample"):
+                p.grad_sample = None
+        module.train(was_training)
+
+
+def empirical_ntk(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast") -> torch.Tensor:
+    if backend == "fast":
+        return ntk_fast(module, x, names)
+    if backend == "opacus":
+        return ntk_opacus(module, x, names)
+    raise ValueError(f"unknown NTK backend {backend!r}; expected 'fast' or 'opacus'")

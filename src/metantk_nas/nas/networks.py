@@ -1,0 +1,228 @@
+"""Networks of the search space.
+
+:class:`SuperNet` is the DARTS-style supernet of the search (research §1.2–1.3): every edge holds all 7 ops and a
+*mask* ``(2, 9, 7)`` chooses which are alive.  A live edge outputs the mean of its live ops (the original's softmax
+over alpha in {0, -1000}); an edge with no live op contributes nothing.  Turning an op off is a mask change, so an
+origin and all its candidates share one set of weights.  The mask is an argument of ``forward``.
+
+:class:`EvalNet` is the MetaNAS ``AugmentCNN`` as MetaNTK-NAS trains it (research §1.4): stem, cells built from a
+genotype, drop-path on every non-identity op, GAP of the last cell (no norm/ReLU before it) and a linear head.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .genotype import CELL_TYPES, Genotype, edge_list, edge_groups, N_NODES
+from .ops import OP_NAMES, FactorizedReduce, ReLUConvNorm, make_norm, make_op
+
+
+def supernet_layout(depth: int, n: int | None = None) -> list[tuple[int, bool]]:
+    """(channel multiplier, is_reduction) per cell: [1]*N + [2R] + [2]*N + [4R] + [4]*N, truncated to ``depth``."""
+    n = (depth - 2) // 3 if n is None else n
+    layout = [(1, False)] * n + [(2, True)] + [(2, False)] * n + [(4, True)] + [(4, False)] * n
+    return layout[:depth]
+
+
+def evalnet_layout(depth: int) -> list[tuple[int, bool]]:
+    """AugmentCNN: reductions at depth//3 and 2*depth//3, channels doubled at each."""
+    out, mult = [], 1
+    for i in range(depth):
+        red = i in (depth // 3, 2 * depth // 3)
+        mult *= 2 if red else 1
+        out.append((mult, red))
+    return out
+
+
+class SearchCell(nn.Module):
+    def __init__(self, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, norm: str,
+                 nodes: int = N_NODES):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0 = FactorizedReduce(c_pp, c, norm) if reduction_prev else ReLUConvNorm(c_pp, c, 1, 1, 0, norm)
+        self.pre1 = ReLUConvNorm(c_p, c, 1, 1, 0, norm)
+        self.edges = edge_list(nodes)
+        self.ops = nn.ModuleList(
+            nn.ModuleList(make_op(name, c, 2 if reduction and j < 2 else 1, norm) for name in OP_NAMES)
+            for _, j in self.edges)
+        self.nodes = nodes
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        for (a, b) in edge_groups(self.nodes):
+            node = None
+            for e in range(a, b):
+                live = np.flatnonzero(mask[e])
+                if len(live) == 0:
+                    continue
+                x = states[self.edges[e][1]]
+                out = self.ops[e][live[0]](x)
+                for o in live[1:]:
+                    out = out + self.ops[e][o](x)
+                out = out / len(live) if len(live) > 1 else out
+                node = out if node is None else node + out
+            if node is None:
+                raise ValueError("a node has no live incoming edge")
+            states.append(node)
+        return torch.cat(states[2:], dim=1)
+
+
+class SuperNet(nn.Module):
+    """Masked supernet. ``forward(x, mask)`` returns ``(features, logits)``.
+
+    ``use_stem=False`` feeds the raw input to both inputs of the first cell (the linear-region proxy).
+    ``head_act`` puts norm + ReLU before global pooling (the original search net's ``lastact``).
+    """
+
+    def __init__(self, channels: int, depth: int, num_classes: int, norm: str, in_channels: int = 3,
+                 use_stem: bool = True, head_act: bool = True, nodes: int = N_NODES):
+        super().__init__()
+        self.norm_kind = norm
+        if use_stem:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, 1, 1, bias=False), make_norm(channels, norm))
+            c_pp = c_p = channels
+        else:
+            self.stem = nn.Identity()
+            c_pp = c_p = in_channels
+        cells, red_prev = [], False
+        for mult, red in supernet_layout(depth):
+            c = channels * mult
+            cells.append(SearchCell(c_pp, c_p, c, red, red_prev, norm, nodes))
+            c_pp, c_p, red_prev = c_p, nodes * c, red
+        self.cells = nn.ModuleList(cells)
+        self.lastact = nn.Sequential(make_norm(c_p, norm), nn.ReLU(inplace=False)) if head_act else nn.Identity()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+        self.feature_dim = c_p
+
+    def features(self, x: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, mask[1 if cell.reduction else 0])
+        return self.pool(self.lastact(s1)).flatten(1)
+
+    def forward(self, x: torch.Tensor, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x, mask)
+        return f, self.classifier(f)
+
+
+def full_mask(nodes: int = N_NODES) -> np.ndarray:
+    return np.ones((2, len(edge_list(nodes)), len(OP_NAMES)), dtype=bool)
+
+
+class DropPath(nn.Module):
+    """Zero a whole sample's op output with probability p (training only), scaling survivors by 1/(1-p)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p <= 0:
+            return x
+        keep = 1.0 - self.p
+        m = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+        return x * m / keep
+
+
+class EvalCell(nn.Module):
+    def __init__(self, genotype: Genotype, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0 = FactorizedReduce(c_pp, c, "batchnorm") if reduction_prev else ReLUConvNorm(c_pp, c, 1, 1, 0, "batchnorm")
+        self.pre1 = ReLUConvNorm(c_p, c, 1, 1, 0, "batchnorm")
+        nodes = genotype.reduce if reduction else genotype.normal
+        self.concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
+        self.inputs = [[inp for _, inp in node] for node in nodes]
+        ops = []
+        for node in nodes:
+            pair = []
+            for op, inp in node:
+                m = make_op(op, c, 2 if reduction and inp < 2 else 1, "batchnorm")
+                pair.append(m if isinstance(m, nn.Identity) else nn.Sequential(m, DropPath()))
+            ops.append(nn.ModuleList(pair))
+        self.ops = nn.ModuleList(ops)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        for pair, inputs in zip(self.ops, self.inputs):
+            states.append(sum(op(states[i]) for op, i in zip(pair, inputs)))
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class EvalNet(nn.Module):
+    """AugmentCNN (MetaNTK-NAS settings: stem multiplier 1, channel doubling at reductions)."""
+
+    def __init__(self, genotype: Genotype, channels: int, depth: int, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        self.genotype = genotype
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
+        c_pp = c_p = channels
+        cells, red_prev = [], False
+        for mult, red in evalnet_layout(depth):
+            c = channels * mult
+            cell = EvalCell(genotype, c_pp, c_p, c, red, red_prev)
+            cells.append(cell)
+            c_pp, c_p, red_prev = c_p, len(cell.concat) * c, red
+        self.cells = nn.ModuleList(cells)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+        self.feature_dim = c_p
+
+    def set_drop_path(self, p: float) -> None:
+        for m in self.modules():
+            if isinstance(m, DropPath):
+                m.p = p
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1)
+        return self.pool(s1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def eval_net_parameters(genotype: Genotype, channels: int, depth: int, num_classes: int) -> int:
+    return count_parameters(EvalNet(genotype, channels, depth, num_classes))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# initialisation with an explicit generator
+# ---------------------------------------------------------------------------------------------------------------
+def init_weights_(module: nn.Module, gen: torch.Generator, scheme: str = "default") -> None:
+    """Re-draw every conv/linear weight (and bias) from ``gen``; norms get weight 1, bias 0.
+
+    ``default`` is PyTorch's own initialisation (kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in),
+    1/sqrt(fan_in))), which is what the original code ends up using.  ``kaiming_normal`` is the initialisation it
+    intended (N(0, 2/fan_in)).
+    """
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                fan_in = m.weight[0].numel()
+                if scheme == "default":
+                    bound = 1.0 / math.sqrt(fan_in)
+                    m.weight.uniform_(-bound, bound, generator=gen)
+                elif scheme == "kaiming_normal":
+                    m.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
+                else:
+                    raise ValueError(f"unknown init scheme {scheme!r}")
+                if m.bias is not None:
+                    bound = 1.0 / math.sqrt(fan_in)
+                    m.bias.uniform_(-bound, bound, generator=gen)
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                if m.weight is not None:
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
+                if isinstance(m, nn.BatchNorm2d):
+                    m.reset_running_stats()

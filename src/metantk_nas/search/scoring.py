@@ -1,0 +1,198 @@
+"""Scores of one candidate against its origin, as the search evaluates them.
+
+One :class:`Scorer` per search holds the networks; a candidate is a *mask*, so origin and candidate share the
+weights of one supernet (the original copies the origin's weights into a freshly built candidate: the same
+function).  Randomness is explicit: every draw takes a ``numpy`` generator or ``torch.Generator`` derived from
+(seed, round, candidate, repeat), so a search is deterministic and resumable round by round.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import SearchConfig
+from ..data.episodes import EpisodeSampler
+from ..data.prepared import PreparedSplit
+from ..data.readers import CIFAR10_MEAN, CIFAR10_STD
+from ..data import transforms as T
+from ..kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
+from ..kernels.metantk import condition_number, metantk
+from ..kernels.ntk import empirical_ntk, kernel_parameter_names
+from ..nas.networks import SuperNet, init_weights_
+
+TASK_POOL_SEED = 0  # the original's fixed pool of tasks: task i is drawn with np.random.seed(i)
+
+
+def derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def torch_gen(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def relative_change(origin: float, candidate: float, precision: int) -> float:
+    """round((origin - candidate) / origin, precision); non-finite results count as no change."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = (np.float64(origin) - np.float64(candidate)) / np.float64(origin)
+    if not np.isfinite(d):
+        return 0.0
+    return round(float(d), precision)
+
+
+class LogitsNet(nn.Module):
+    """``head(body.features(x, mask))``: the scalar network whose NTK is taken (head defaults to the classifier)."""
+
+    def __init__(self, body: SuperNet, mask: np.ndarray, head: nn.Linear | None = None):
+        super().__init__()
+        self.body = body
+        self.head = head if head is not None else body.classifier
+        self.separate_head = head is not None
+        self.mask = mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body.features(x, self.mask))
+
+    def live_parameter(self, name: str) -> bool:
+        """Is this parameter used by the forward pass under ``mask``?"""
+        parts = name.split(".")
+        if parts[:2] == ["body", "classifier"]:
+            return not self.separate_head
+        if len(parts) > 5 and parts[0] == "body" and parts[1] == "cells" and parts[3] == "ops":
+            cell = self.body.cells[int(parts[2])]
+            return bool(self.mask[1 if cell.reduction else 0, int(parts[4]), int(parts[5])])
+        return True
+
+
+@dataclass
+class KernelBatch:
+    x: torch.Tensor
+    n_tasks: int
+    n_query: int
+
+
+class Scorer:
+    def __init__(self, cfg: SearchConfig, train: PreparedSplit, device: torch.device):
+        self.cfg, self.train, self.device = cfg, train, device
+        self.dtype = torch.float64 if cfg.grad_dtype == "float64" else torch.float32
+        norm = "none" if cfg.norm == "none" else cfg.norm
+        self.init = "default" if cfg.fidelity.default_init else "kaiming_normal"
+        self.kernel_net: SuperNet | None = None
+        if cfg.method in ("metantk", "tenas"):
+            self.kernel_net = SuperNet(cfg.channels, cfg.cells, train.n_classes, norm).to(device, self.dtype)
+        lr = cfg.linear_regions
+        self.thin = SuperNet(lr.channels, 2, train.n_classes, "batchnorm", in_channels=1, use_stem=False).to(device)
+        self.thin.train()
+        self.sampler = EpisodeSampler(train.labels, cfg.ways, cfg.shots, cfg.queries, TASK_POOL_SEED)
+        mean, std = (CIFAR10_MEAN, CIFAR10_STD) if cfg.fidelity.cifar_normalisation else (train.mean, train.std)
+        self.norm_consts = (mean, std)
+
+    # -- weights ----------------------------------------------------------------------------------------------------
+    def reinit_kernel_net(self, *key: int) -> None:
+        assert self.kernel_net is not None
+        init_weights_(self.kernel_net, torch_gen(self.cfg.seed, *key), self.init)
+
+    # -- data -------------------------------------------------------------------------------------------------------
+    def _support_aug(self, images: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        x = T.resize(T.to_float(images), self.cfg.image_size)
+        x = T.random_hflip(x, gen)
+        x = T.random_crop(x, self.cfg.image_size, 4, gen)
+        return T.normalize(x, *self.norm_consts)
+
+    def _plain(self, images: np.ndarray) -> torch.Tensor:
+        return T.normalize(T.resize(T.to_float(images), self.cfg.image_size), *self.norm_consts)
+
+    def task_batch(self, rng: np.random.Generator, gen: torch.Generator) -> KernelBatch:
+        """``tasks_per_batch`` tasks from the fixed pool: x = [queries of all tasks; supports of all tasks]."""
+        ids = rng.choice(self.cfg.task_pool, self.cfg.tasks_per_batch, replace=False)
+        eps = self.sampler.batch(ids)
+        q = np.concatenate([e.query for e in eps])
+        s = np.concatenate([e.support for e in eps])
+        xq = self._plain(self.train.images[q])
+        xs = self._support_aug(self.train.images[s], gen)
+        x = torch.cat([xq, xs]).to(self.device, self.dtype)
+        return KernelBatch(x, len(eps), len(q))
+
+    def ntk_batch(self, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
+        idx = rng.choice(len(self.train.labels), self.cfg.ntk_batch, replace=False)
+        return self._support_aug(self.train.images[np.sort(idx)], gen).to(self.device, self.dtype)
+
+    def region_inputs(self, rng: np.random.Generator, gen: torch.Generator) -> list[torch.Tensor]:
+        lr = self.cfg.linear_regions
+        out = []
+        for _ in range(lr.batches):
+            idx = np.sort(rng.choice(len(self.train.labels), lr.batch, replace=len(self.train.labels) < lr.batch))
+            x = T.resize(T.to_float(self.train.images[idx]), lr.resize)
+            x = T.random_crop(x, lr.patch, 0, gen)
+            x = T.normalize(x, self.train.mean, self.train.std)
+            ch = torch.as_tensor(rng.integers(0, 3, size=lr.batch))
+            out.append(x[torch.arange(lr.batch), ch].unsqueeze(1).to(self.device))
+        return out
+
+    # -- kernels ----------------------------------------------------------------------------------------------------
+    def _head(self, gen: torch.Generator) -> nn.Linear:
+        assert self.kernel_net is not None
+        head = nn.Linear(self.kernel_net.feature_dim, self.cfg.ways)
+        init_weights_(head, gen, "default")
+        return head.to(self.device, self.dtype)
+
+    def _gram(self, net: LogitsNet, x: torch.Tensor) -> torch.Tensor:
+        names = kernel_parameter_names(net, net.live_parameter)
+        return empirical_ntk(net, x, names, self.cfg.ntk_backend)
+
+    def metantk_condition(self, mask: np.ndarray, batch: KernelBatch, head: nn.Linear) -> float:
+        assert self.kernel_net is not None and self.cfg.kernel is not None
+        net = LogitsNet(self.kernel_net, mask, head)
+        theta = self._gram(net, batch.x)
+        spec = self.cfg.kernel
+        if spec.inner == "maml":
+            k = theta
+        else:
+            with torch.no_grad():
+                feats = self.kernel_net.features(batch.x, mask).double()
+            k = self.cfg.ways * feats @ feats.T  # = gram of the head-weight per-sample gradients
+            if torch.allclose(theta.double(), k, rtol=1e-5, atol=1e-8):
+                return self.cfg.fidelity.nan_condition  # the body contributes nothing (all-zero features)
+        phi = metantk(theta, k, batch.n_tasks, spec.inner_time, spec.reg, n_query=batch.n_query)
+        return condition_number(phi, self.cfg.fidelity.nan_condition)
+
+    def ntk_condition(self, mask: np.ndarray, x: torch.Tensor) -> float:
+        assert self.kernel_net is not None
+        return condition_number(self._gram(LogitsNet(self.kernel_net, mask), x), self.cfg.fidelity.nan_condition)
+
+    # -- one repeat of a candidate ----------------------------------------------------------------------------------
+    def kernel_delta(self, origin: np.ndarray, candidate: np.ndarray, *key: int) -> float:
+        rng = np.random.default_rng([self.cfg.seed, *key, 1])
+        gen = torch_gen(self.cfg.seed, *key, 2)
+        if self.cfg.method == "metantk":
+            batch = self.task_batch(rng, gen)
+            head_gen = torch_gen(self.cfg.seed, *key, 3)
+            head_o = self._head(head_gen)
+            head_c = self._head(head_gen) if self.cfg.fidelity.fresh_head_per_network else head_o
+            k_o = self.metantk_condition(origin, batch, head_o)
+            k_c = self.metantk_condition(candidate, batch, head_c)
+        else:
+            x = self.ntk_batch(rng, gen)
+            k_o, k_c = self.ntk_condition(origin, x), self.ntk_condition(candidate, x)
+        return relative_change(k_o, k_c, self.cfg.precision)
+
+    def reinit_thin(self, *key: int) -> None:
+        init_weights_(self.thin, torch_gen(self.cfg.seed, *key, 4), self.init)
+
+    def regions(self, mask: np.ndarray, inputs: list[torch.Tensor]) -> int:
+        pats = activation_patterns(lambda x: self.thin(x, mask), relu_modules(self.thin), inputs)
+        return count_unique_patterns(pats)
+
+    def region_delta(self, origin: np.ndarray, candidate: np.ndarray, *key: int) -> float:
+        rng = np.random.default_rng([self.cfg.seed, *key, 5])
+        inputs = self.region_inputs(rng, torch_gen(self.cfg.seed, *key, 6))
+        return relative_change(self.regions(origin, inputs), self.regions(candidate, inputs), self.cfg.precision)
+
+
+def mean_over_repeats(fn: Callable[[int], float], repeats: int) -> float:
+    return float(np.mean([fn(r) for r in range(repeats)]))
+
