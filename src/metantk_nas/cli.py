@@ -53,3 +53,25 @@ def run(main: Callable[[argparse.Namespace, dict[str, Any]], None], p: argparse.
             return EXIT_BAD_INPUT
         raise
     return 0
+
+
+def resolve_device(cfg: dict[str, Any]) -> "torch.device":  # noqa: F821
+    import torch
+
+    want = cfg["device"]
+    if want == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError("config: device: 'cuda' requested but no CUDA device is available")
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(want)
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="a key of data.datasets")
+    p.add_argument("--method", required=True, choices=["metantk", "tenas", "linreg", "random", "metanas"])
+    p.add_argument("--cells", required=True, type=int, help="number of stacked cells (5 or 8 in the paper)")
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: Snakemake's or torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -130,6 +130,7 @@ class FidelitySwitches:
     default_init: bool = True
     cifar_normalisation: bool = True
     stale_group_origin: bool = True
+    fresh_batch_per_candidate: bool = True
     nan_condition: float = 1e5
 
 
@@ -161,6 +162,7 @@ class SearchConfig:
     norm: str = "groupnorm16"
     ntk_backend: str = "fast"
     grad_dtype: str = "float32"
+    ops: tuple[str, ...] = ()
     linear_regions: LinearRegionSpec = LinearRegionSpec()
     fidelity: FidelitySwitches = FidelitySwitches()
 
@@ -219,8 +221,8 @@ def kernel_spec(cfg: Mapping[str, Any], dataset: str, cells: int) -> KernelSpec:
 def search_config(cfg: Mapping[str, Any], dataset: str, method: str, cells: int, seed: int) -> SearchConfig:
     s = cfg["search"]
     kernel = kernel_spec(cfg, dataset, cells) if method == "metantk" else None
-    plain = {k: v for k, v in s.items() if k not in ("kernels", "linear_regions", "fidelity")}
-    return SearchConfig(method=method, cells=cells, seed=seed, kernel=kernel,
+    plain = {k: v for k, v in s.items() if k not in ("kernels", "linear_regions", "fidelity", "ops")}
+    return SearchConfig(method=method, cells=cells, seed=seed, kernel=kernel, ops=tuple(s["ops"]),
                         linear_regions=LinearRegionSpec(**s["linear_regions"]),
                         fidelity=FidelitySwitches(**s["fidelity"]), **plain)
 

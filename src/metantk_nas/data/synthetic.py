@@ -23,8 +23,8 @@ class SyntheticSpec:
     images_per_class: int = 600
     image_size: int = 84
     gratings: int = 3
-    noise: float = 0.35
-    shift: float = 0.25     # max translation as a fraction of the image
+    noise: float = 0.6
+    shift: float = 0.35     # max translation as a fraction of the image
 
 
 def _class_prototype(rng: np.random.Generator, gratings: int) -> dict[str, np.ndarray]:

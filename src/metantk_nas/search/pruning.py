@@ -30,6 +30,7 @@ from .scoring import Scorer
 
 log = logging.getLogger(__name__)
 GROUP_KEEP = 2
+SHARED_KEY = 99_999  # key of the per-round shared origin batches
 
 
 def round_sig(x: float, figures: int) -> float:
@@ -80,6 +81,13 @@ class SearchState:
         return SearchState(np.array(d["mask"], dtype=bool), d["rounds"], d["group"], d.get("seconds", []))
 
 
+def initial_mask(ops: tuple[str, ...]) -> np.ndarray:
+    """The full supernet restricted to the candidate ops ``ops`` (all seven by default)."""
+    mask = full_mask()
+    mask[:, :, [i for i, name in enumerate(OP_NAMES) if name not in ops]] = False
+    return mask
+
+
 def is_single_path(mask: np.ndarray) -> bool:
     return bool((mask.sum(-1) <= 1).all())
 
@@ -89,13 +97,22 @@ class PruningSearch:
         self.cfg, self.scorer, self.progress = cfg, scorer, progress
 
     # -- scores of one candidate ------------------------------------------------------------------------------------
-    def _scores(self, origin_k: np.ndarray, origin_r: np.ndarray, cand: np.ndarray, key: tuple[int, ...]) -> tuple[float, float]:
+    def _shared(self, origin: np.ndarray, *key: int) -> list[Any] | None:
+        """Per-repeat origin kernels shared by all candidates (only when fresh_batch_per_candidate is false)."""
+        assert self.scorer is not None
+        if self.cfg.method == "linreg" or self.cfg.fidelity.fresh_batch_per_candidate:
+            return None
+        return [self.scorer.shared_origin(origin, *key, SHARED_KEY, r) for r in range(self.cfg.repeats)]
+
+    def _scores(self, origin_k: np.ndarray, origin_r: np.ndarray, cand: np.ndarray, key: tuple[int, ...],
+                shared: list[Any] | None = None) -> tuple[float, float]:
         assert self.scorer is not None
         reps = self.cfg.repeats
         if self.cfg.method == "linreg":
             dk = 0.0  # the original's --only_lrs: every condition number is 1, so every dK is 0
         else:
-            dk = float(np.mean([self.scorer.kernel_delta(origin_k, cand, *key, r) for r in range(reps)]))
+            dk = float(np.mean([self.scorer.kernel_delta(origin_k, cand, *key, r, shared=shared[r] if shared else None)
+                                for r in range(reps)]))
         self.scorer.reinit_thin(*key)
         dr = float(np.mean([self.scorer.region_delta(origin_r, cand, *key, r) for r in range(reps)]))
         return dk, dr
@@ -108,10 +125,11 @@ class PruningSearch:
         cands = [(c, e, o) for c in range(2) for e in range(mask.shape[1]) if mask[c, e].sum() > 1
                  for o in np.flatnonzero(mask[c, e])]
         dks, drs = [], []
+        shared = self._shared(mask, rnd)
         for k, (c, e, o) in enumerate(cands):
             cand = mask.copy()
             cand[c, e, o] = False
-            dk, dr = self._scores(mask, mask, cand, (rnd, k))
+            dk, dr = self._scores(mask, mask, cand, (rnd, k), shared)
             dks.append(dk)
             drs.append(dr)
             bar(1)
@@ -146,11 +164,12 @@ class PruningSearch:
                 if len(edges) <= GROUP_KEEP:
                     continue
                 origin_k = stale_origin if self.cfg.fidelity.stale_group_origin else mask
+                shared = self._shared(origin_k, rnd, c, g)
                 dks, drs = [], []
                 for e in edges:
                     cand = mask.copy()
                     cand[c, e] = False
-                    dk, dr = self._scores(origin_k, mask, cand, (rnd, c, g, e))
+                    dk, dr = self._scores(origin_k, mask, cand, (rnd, c, g, e), shared)
                     dks.append(dk)
                     drs.append(dr)
                     bar(1)
@@ -175,10 +194,10 @@ class PruningSearch:
         if self.cfg.method == "random":
             g = random_genotype(self.cfg.seed)
             return g, SearchState(g.to_mask())
-        state = _load_state(state_path) or SearchState(full_mask())
+        state = _load_state(state_path) or SearchState(initial_mask(self.cfg.ops))
         if state.rounds:
             log.info("resuming after round %d from %s", len(state.rounds), state_path)
-        total = self.total_candidates(full_mask())
+        total = self.total_candidates(initial_mask(self.cfg.ops))
         done = sum(len(r["candidates"]) for r in state.rounds)
         with tqdm(total=total, initial=done, desc=f"search {self.cfg.method}", unit="cand",
                   disable=not self.progress, dynamic_ncols=True) as pbar:

@@ -165,20 +165,39 @@ class Scorer:
         return condition_number(self._gram(LogitsNet(self.kernel_net, mask), x), self.cfg.fidelity.nan_condition)
 
     # -- one repeat of a candidate ----------------------------------------------------------------------------------
-    def kernel_delta(self, origin: np.ndarray, candidate: np.ndarray, *key: int) -> float:
+    def kernel_inputs(self, *key: int) -> KernelBatch | torch.Tensor:
+        """The data of one repeat: a batch of tasks (metantk) or of images (tenas)."""
         rng = np.random.default_rng([self.cfg.seed, *key, 1])
         gen = torch_gen(self.cfg.seed, *key, 2)
-        if self.cfg.method == "metantk":
-            batch = self.task_batch(rng, gen)
-            head_gen = torch_gen(self.cfg.seed, *key, 3)
-            head_o = self._head(head_gen)
-            head_c = self._head(head_gen) if self.cfg.fidelity.fresh_head_per_network else head_o
-            k_o = self.metantk_condition(origin, batch, head_o)
-            k_c = self.metantk_condition(candidate, batch, head_c)
+        return self.task_batch(rng, gen) if self.cfg.method == "metantk" else self.ntk_batch(rng, gen)
+
+    def new_head(self, *key: int) -> nn.Linear | None:
+        return self._head(torch_gen(self.cfg.seed, *key, 3)) if self.cfg.method == "metantk" else None
+
+    def kernel_condition(self, mask: np.ndarray, inputs: KernelBatch | torch.Tensor, head: nn.Linear | None) -> float:
+        if isinstance(inputs, KernelBatch):
+            assert head is not None
+            return self.metantk_condition(mask, inputs, head)
+        return self.ntk_condition(mask, inputs)
+
+    def kernel_delta(self, origin: np.ndarray, candidate: np.ndarray, *key: int,
+                     shared: tuple[KernelBatch | torch.Tensor, nn.Linear | None, float] | None = None) -> float:
+        """dK of one repeat.  ``shared`` = (inputs, origin head, origin condition number) reused across candidates
+        when ``fidelity.fresh_batch_per_candidate`` is false; otherwise the repeat draws its own batch and heads."""
+        if shared is None:
+            inputs = self.kernel_inputs(*key)
+            head_o = self.new_head(*key, 0)
+            k_o = self.kernel_condition(origin, inputs, head_o)
         else:
-            x = self.ntk_batch(rng, gen)
-            k_o, k_c = self.ntk_condition(origin, x), self.ntk_condition(candidate, x)
+            inputs, head_o, k_o = shared
+        head_c = self.new_head(*key, 1) if self.cfg.fidelity.fresh_head_per_network else head_o
+        k_c = self.kernel_condition(candidate, inputs, head_c)
         return relative_change(k_o, k_c, self.cfg.precision)
+
+    def shared_origin(self, origin: np.ndarray, *key: int) -> tuple[KernelBatch | torch.Tensor, nn.Linear | None, float]:
+        inputs = self.kernel_inputs(*key)
+        head = self.new_head(*key, 0)
+        return inputs, head, self.kernel_condition(origin, inputs, head)
 
     def reinit_thin(self, *key: int) -> None:
         init_weights_(self.thin, torch_gen(self.cfg.seed, *key, 4), self.init)

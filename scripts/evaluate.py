@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""evaluate: few-shot evaluation of a trained network on the test classes -> fewshot.json.
+
+For each shot setting: `evaluate.episodes` 5-way episodes fixed by `evaluate.seed`, L2-normalised penultimate
+features of the frozen network, logistic regression (C) on the augmented support set, accuracy on the queries.
+fewshot.json holds mean, std and 95% CI (in %), the settings and every episode's accuracy.
+"""
+import sys
+from pathlib import Path
+
+import torch
+
+from metantk_nas import cli
+from metantk_nas.config import eval_config, stage_config_subset
+from metantk_nas.data.prepared import load_manifest, load_split
+from metantk_nas.errors import PipelineError
+from metantk_nas.fsl.evaluate import evaluate
+from metantk_nas.nas.genotype import load_genotype
+from metantk_nas.nas.networks import EvalNet
+from metantk_nas.provenance import Provenance, device_name, write_json_atomic
+
+
+def load_model(path, genotype, channels, cells, n_classes):
+    model = EvalNet(genotype, channels, cells, n_classes)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:
+        raise PipelineError(f"{path}: cannot load model weights ({type(e).__name__}: {str(e)[:160]})") from None
+    return model
+
+
+def main(args, cfg):
+    cli.set_threads(args.threads)
+    device = cli.resolve_device(cfg)
+    ec = eval_config(cfg)
+    prepared, out = Path(args.prepared), Path(args.out)
+    n_classes = len(load_manifest(prepared)["splits"]["train"]["classes"])
+    model = load_model(args.model, load_genotype(args.genotype), cfg["train"]["channels"], args.cells, n_classes).to(device)
+    test = load_split(prepared, "test")
+    prov = Provenance("evaluate", {"run": {k: getattr(args, k) for k in ("dataset", "method", "cells", "seed")},
+                                   **stage_config_subset(cfg, "evaluate")}, seed=ec.seed)
+    prov.add_inputs([args.model, args.genotype, prepared / "manifest.json", prepared / "test_images.npy",
+                     prepared / "test_labels.npy"])
+    result = evaluate(model, test, ec, device, progress=not args.no_progress)
+    summary = {f"acc_{k}": v["mean"] for k, v in result.items()} | {f"ci95_{k}": v["ci95"] for k, v in result.items()}
+    write_json_atomic(out / "fewshot.json", summary | {"device": device_name(), "results": result})
+    prov.write([out / "fewshot.json"])
+
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    cli.add_run_args(p)
+    p.add_argument("--model", required=True, help="model.pt (state_dict)")
+    p.add_argument("--genotype", required=True, help="genotype.json")
+    p.add_argument("--prepared", required=True, help="prepared dataset directory")
+    p.add_argument("--out", required=True, help="output directory")
+    sys.exit(cli.run(main, p))

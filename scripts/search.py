@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""search: MetaNTK-NAS pruning search for one (dataset, method, cells, seed) -> search.json + cost.json.
+
+Methods: metantk (MetaNTK condition number + linear regions), tenas (NTK condition number + linear regions),
+linreg (linear regions only), random (a uniformly sampled valid cell). The search resumes from
+{out}/search_state.json after a kill and ends with the same result as an uninterrupted run. search.json is
+byte-identical for the same config and seed on CPU; timings go to cost.json (Table 1's search cost).
+"""
+import sys
+import time
+from pathlib import Path
+
+from metantk_nas import cli
+from metantk_nas.config import search_config, stage_config_subset
+from metantk_nas.data.prepared import load_split
+from metantk_nas.provenance import Provenance, device_name, write_json_atomic
+from metantk_nas.search.pruning import PruningSearch
+from metantk_nas.search.scoring import Scorer
+
+
+def main(args, cfg):
+    cli.set_threads(args.threads)
+    device = cli.resolve_device(cfg)
+    sc = search_config(cfg, args.dataset, args.method, args.cells, args.seed)
+    out = Path(args.out)
+    prov = Provenance("search", {"run": vars(args) | {"configfile": None}, **stage_config_subset(cfg, "search")},
+                      seed=args.seed)
+    scorer = None
+    if sc.method != "random":
+        prepared = Path(args.prepared)
+        train = load_split(prepared, "train")
+        prov.add_inputs([prepared / "manifest.json", prepared / "train_images.npy", prepared / "train_labels.npy"])
+        scorer = Scorer(sc, train, device)
+    t0 = time.time()
+    state_path = out / "search_state.json"
+    genotype, state = PruningSearch(sc, scorer, progress=not args.no_progress).run(state_path)
+    wall = time.time() - t0
+    result = {"dataset": args.dataset, "method": sc.method, "cells": sc.cells, "seed": sc.seed,
+              "kernel": None if sc.kernel is None else {"inner": sc.kernel.inner, "inner_time": str(sc.kernel.inner_time),
+                                                        "reg": sc.kernel.reg},
+              "search_config": stage_config_subset(cfg, "search")["search"], "rounds": state.rounds,
+              "group": state.group, "mask": state.mask.astype(int).tolist(), "genotype": genotype.to_dict(),
+              "genotype_string": genotype.to_darts()}
+    write_json_atomic(out / "search.json", result)
+    seconds = sum(state.seconds) if state.seconds else wall
+    write_json_atomic(out / "cost.json", {"wall_seconds": round(seconds, 3), "device": device_name(),
+                                          "device_hours": round(seconds / 3600, 6), "round_seconds": state.seconds})
+    prov.write([out / "search.json", out / "cost.json"])
+    state_path.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    cli.add_run_args(p)
+    p.add_argument("--prepared", required=True, help="prepared dataset directory (its train split is used)")
+    p.add_argument("--out", required=True, help="output directory")
+    sys.exit(cli.run(main, p))

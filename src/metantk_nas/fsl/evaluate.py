@@ -1,0 +1,178 @@
+"""Few-shot evaluation (research §7.3, §A.6): frozen network, L2-normalised penultimate features, multinomial
+logistic regression (L2, C) fitted on the augmented support set, accuracy on the queries; mean, std and 95% CI
+(t distribution) over episodes.
+
+The ``batched`` solver fits all episodes of a chunk at once with Newton's method in the support set's row space:
+with X = U S V^T (thin SVD), W = B V^T leaves the logits of the support and ||W|| unchanged, so the problem has
+K (r + 1) unknowns, r <= n.  ``sklearn`` fits scikit-learn's LogisticRegression per episode (the reference).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..config import EvalConfig
+from ..data.episodes import EpisodeSampler
+from ..data.prepared import PreparedSplit
+from ..data.transforms import TestTransform, TrainAugment
+from ..search.scoring import torch_gen
+
+log = logging.getLogger(__name__)
+
+
+def l2_normalise(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# logistic regression
+# ---------------------------------------------------------------------------------------------------------------
+def _objective(z: torch.Tensor, y1h: torch.Tensor, theta: torch.Tensor, inv_c: float) -> torch.Tensor:
+    w, b = theta[..., :-1], theta[..., -1]
+    logits = torch.einsum("enr,ekr->enk", z, w) + b[:, None, :]
+    return -(y1h * F.log_softmax(logits, -1)).sum((1, 2)) + 0.5 * inv_c * (w ** 2).sum((1, 2))
+
+
+def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
+                       tol: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit E independent problems min_W,b sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C).
+
+    x: (E, n, d), y: (E, n) -> W (E, K, d), b (E, K).  Float64 Newton with backtracking line search.
+    """
+    x = x.double()
+    e, n, d = x.shape
+    k = n_classes
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)          # x = u diag(s) vh
+    z = u * s[:, None, :]                                           # (E, n, r)
+    r = z.shape[-1]
+    zt = torch.cat([z, torch.ones(e, n, 1, dtype=z.dtype, device=z.device)], -1)   # (E, n, r+1)
+    y1h = F.one_hot(y.long(), k).double()
+    theta = torch.zeros(e, k, r + 1, dtype=torch.float64, device=x.device)
+    inv_c = 1.0 / C
+    reg = torch.full((k, r + 1), inv_c, dtype=torch.float64, device=x.device)
+    reg[:, -1] = 1e-10  # the intercept is not penalised; a tiny ridge fixes the softmax's shift invariance
+    reg = torch.diag(reg.reshape(-1))
+    f = _objective(z, y1h, theta, inv_c)
+    for _ in range(iters):
+        p = torch.softmax(torch.einsum("enr,ekr->enk", zt, theta), -1)
+        grad = torch.einsum("enk,enr->ekr", p - y1h, zt)
+        grad[..., :-1] += inv_c * theta[..., :-1]
+        a = torch.diag_embed(p) - p[..., :, None] * p[..., None, :]         # (E, n, K, K)
+        hess = torch.einsum("enkl,ena,enb->ekalb", a, zt, zt).reshape(e, k * (r + 1), k * (r + 1)) + reg
+        step = torch.linalg.solve(hess, grad.reshape(e, -1, 1)).reshape(e, k, r + 1)
+        t = torch.ones(e, 1, 1, dtype=torch.float64, device=x.device)
+        for _ in range(30):
+            f_new = _objective(z, y1h, theta - t * step, inv_c)
+            bad = f_new > f + 1e-12
+            if not bad.any():
+                break
+            t = torch.where(bad[:, None, None], t * 0.5, t)
+        theta = theta - t * step
+        f_prev, f = f, _objective(z, y1h, theta, inv_c)
+        if (f_prev - f).abs().max() < tol * max(1.0, float(f.abs().max())):
+            break
+    w = torch.einsum("ekr,erd->ekd", theta[..., :-1], vh)
+    return w, theta[..., -1]
+
+
+def predict_batched(w: torch.Tensor, b: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    return (torch.einsum("emd,ekd->emk", q.double(), w) + b[:, None, :]).argmax(-1)
+
+
+def fit_predict_sklearn(xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, C: float = 1.0) -> np.ndarray:
+    """The original protocol: LogisticRegression(l2, C, lbfgs, max_iter=1000, multinomial, random_state=0)."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(penalty="l2", C=C, solver="lbfgs", max_iter=1000, random_state=0)
+    clf.fit(xs, ys)
+    return clf.predict(xq)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------------------------------
+def mean_confidence_interval(acc: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, std (ddof=0), half-width of the CI = t_{(1+c)/2, n-1} * sem) as RFS's mean_confidence_interval."""
+    from scipy import stats
+
+    acc = np.asarray(acc, dtype=np.float64)
+    n = len(acc)
+    if n < 2:
+        return float(acc.mean()), 0.0, float("nan")
+    sem = acc.std(ddof=1) / math.sqrt(n)
+    return float(acc.mean()), float(acc.std()), float(sem * stats.t.ppf((1 + confidence) / 2, n - 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# episodes
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class FeatureExtractor:
+    model: torch.nn.Module
+    device: torch.device
+    batch: int
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        out = [self.model.features(x[i:i + self.batch].to(self.device)).float().cpu() for i in range(0, len(x), self.batch)]
+        return l2_normalise(torch.cat(out))
+
+
+def episode_features(extract: FeatureExtractor, test: PreparedSplit, cfg: EvalConfig, shots: int,
+                     progress: bool = True) -> tuple[list[torch.Tensor], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Per episode: augmented support features, their labels, query indices and labels."""
+    sampler = EpisodeSampler(test.labels, cfg.ways, shots, cfg.queries, cfg.seed * 1000 + shots)
+    aug = TrainAugment(cfg.image_size, cfg.crop_padding, cfg.color_jitter, test.mean, test.std)
+    sup_f, sup_y, q_idx, q_y = [], [], [], []
+    for i in tqdm(range(cfg.episodes), desc=f"{shots}-shot support features", disable=not progress,
+                  dynamic_ncols=True, leave=False):
+        ep = sampler.episode(i)
+        tiled = np.tile(ep.support, cfg.support_augmentations)
+        x = aug(test.images[tiled], torch_gen(cfg.seed, shots, i))
+        sup_f.append(extract(x))
+        sup_y.append(np.tile(ep.support_labels, cfg.support_augmentations))
+        q_idx.append(ep.query)
+        q_y.append(ep.query_labels)
+    return sup_f, sup_y, q_idx, q_y
+
+
+def accuracies(sup_f: list[torch.Tensor], sup_y: list[np.ndarray], qfeat: list[torch.Tensor], q_y: list[np.ndarray],
+               ways: int, C: float, solver: str, chunk: int = 50) -> np.ndarray:
+    acc = np.empty(len(sup_f))
+    if solver == "sklearn":
+        for i in range(len(sup_f)):
+            pred = fit_predict_sklearn(sup_f[i].double().numpy(), sup_y[i], qfeat[i].double().numpy(), C)
+            acc[i] = float((pred == q_y[i]).mean())
+        return acc
+    for a in range(0, len(sup_f), chunk):
+        b = min(a + chunk, len(sup_f))
+        w, bias = fit_logreg_batched(torch.stack(sup_f[a:b]), torch.as_tensor(np.stack(sup_y[a:b])), ways, C)
+        pred = predict_batched(w, bias, torch.stack(qfeat[a:b])).numpy()
+        acc[a:b] = (pred == np.stack(q_y[a:b])).mean(1)
+    return acc
+
+
+def evaluate(model: torch.nn.Module, test: PreparedSplit, cfg: EvalConfig, device: torch.device,
+             progress: bool = True) -> dict[str, Any]:
+    extract = FeatureExtractor(model, device, cfg.feature_batch)
+    tt = TestTransform(cfg.image_size, test.mean, test.std)
+    # query features once per test image, reused by every episode
+    all_q = torch.cat([extract(tt(test.images[i:i + cfg.feature_batch])) for i in range(0, len(test.labels), cfg.feature_batch)])
+    out: dict[str, Any] = {}
+    for shots in cfg.shots:
+        sup_f, sup_y, q_idx, q_y = episode_features(extract, test, cfg, shots, progress)
+        acc = accuracies(sup_f, sup_y, [all_q[q] for q in q_idx], q_y, cfg.ways, cfg.C, cfg.solver)
+        mean, std, ci = mean_confidence_interval(acc)
+        out[f"{shots}shot"] = {"mean": round(100 * mean, 4), "std": round(100 * std, 4), "ci95": round(100 * ci, 4),
+                               "episodes": len(acc), "shots": shots, "ways": cfg.ways, "queries": cfg.queries,
+                               "solver": cfg.solver, "per_episode": [round(float(a), 6) for a in acc]}
+        log.info("%d-way %d-shot: %.2f +- %.2f (95%% CI, %d episodes)", cfg.ways, shots, 100 * mean, 100 * ci, len(acc))
+    return out

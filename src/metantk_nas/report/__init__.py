@@ -1,0 +1,1 @@
+"""Tables 1 and 2 from the result tree, the ours-vs-paper comparison, and the provenance audit."""

@@ -1,0 +1,20 @@
+TABLE_FILES = [f"{t}.{e}" for t in ("table1", "table2") for e in ("tex", "md", "csv")] + ["comparison.csv", "comparison.md", "summary.txt"]
+
+
+rule tables:
+    """Every run's fewshot/metrics/cost + config/literature.yaml -> Tables 1 and 2 (tex, md, csv) + comparison."""
+    input:
+        fewshot=[f"{RES}/{r.path}/fewshot.json" for r in RUNS],
+        metrics=[f"{RES}/{r.path}/metrics.json" for r in RUNS],
+        literature=config["tables"]["literature"],
+    output:
+        [f"{RES}/tables/{f}" for f in TABLE_FILES],
+    params:
+        cfg=params_hash("tables"),
+    log:
+        f"{RES}/logs/tables.log",
+    threads: stage_threads("tables")
+    resources:
+        **stage_resources("tables"),
+    shell:
+        "{PY} scripts/tables.py --configfile {CONFIGFILES} --results {RES} --out {RES}/tables 2> {log}"
