@@ -1,0 +1,192 @@
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from metantk_nas.data import transforms as T
+from metantk_nas.data.episodes import EpisodeSampler
+from metantk_nas.data.prepared import load_split, prepare_dataset
+from metantk_nas.data.readers import (MINI_FILES, read_cifar_style, read_mini_imagenet, read_tiered_imagenet)
+from metantk_nas.data.safe_pickle import safe_load
+from metantk_nas.data.synthetic import SyntheticSpec, generate
+from metantk_nas.errors import DataError
+
+from conftest import write_pickle
+
+
+# -- readers on tiny files in the real formats ---------------------------------------------------------------------
+def test_mini_reader_remaps_labels_and_keeps_class_names(mini_dir):
+    splits = read_mini_imagenet(mini_dir)
+    assert set(splits) == {"train", "val", "test"}
+    test = splits["test"]
+    assert test.images.shape == (15, 84, 84, 3) and test.images.dtype == np.uint8
+    assert sorted(set(test.labels.tolist())) == [0, 1, 2, 3, 4]
+    assert test.class_names[0] == "n00000080"
+
+
+def test_tiered_reader(tiered_dir):
+    splits = read_tiered_imagenet(tiered_dir)
+    assert splits["val"].labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert splits["train"].images.shape == (10, 84, 84, 3)
+
+
+def test_cifar_reader_remaps_by_first_appearance(cifar_dir):
+    s = read_cifar_style(cifar_dir)["train"]
+    assert s.labels.tolist() == [0, 1, 0, 2, 1, 2, 3, 3, 4, 4]
+    assert s.class_names == ["17", "3", "42", "99", "5"]
+
+
+def test_prepare_mini_writes_the_prepared_format(mini_dir, tmp_path):
+    out = tmp_path / "prep"
+    manifest = prepare_dataset("mini", {"format": "mini_imagenet", "source": str(mini_dir)}, out)
+    assert manifest["splits"]["train"]["counts"] == [3] * 5
+    assert len(manifest["sources"]) == 3 and all(len(h) == 64 for h in manifest["sources"].values())
+    split = load_split(out, "train")
+    assert isinstance(split.images, np.memmap) and split.mean[0] == pytest.approx(120.39586422 / 255)
+    assert (out / "manifest.json.prov.json").exists()
+
+
+# -- malicious and broken input -------------------------------------------------------------------------------------
+class Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    Evil.marker = marker
+    path = write_pickle(tmp_path / "evil.pickle", {"data": Evil(), "labels": [0]})
+    with pytest.raises(DataError, match=r"evil.pickle: refused to unpickle (posix|os)\.system"):
+        safe_load(path)
+    assert not marker.exists()
+
+
+def test_malicious_pickle_in_a_dataset_fails_prepare_naming_the_file(mini_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    Evil.marker = marker
+    write_pickle(mini_dir / MINI_FILES["val"], {"data": Evil(), "labels": [0]})
+    with pytest.raises(DataError, match="miniImageNet_category_split_val.pickle: refused"):
+        prepare_dataset("mini", {"format": "mini_imagenet", "source": str(mini_dir)}, tmp_path / "out")
+    assert not marker.exists()
+
+
+def test_missing_file(mini_dir):
+    (mini_dir / MINI_FILES["test"]).unlink()
+    with pytest.raises(DataError, match="miniImageNet_category_split_test.pickle: file not found"):
+        read_mini_imagenet(mini_dir)
+
+
+def test_truncated_pickle(mini_dir):
+    p = mini_dir / MINI_FILES["train"]
+    p.write_bytes(p.read_bytes()[:1000])
+    with pytest.raises(DataError, match="train_phase_train.pickle: corrupt or truncated"):
+        read_mini_imagenet(mini_dir)
+
+
+def test_wrong_shape_and_dtype(mini_dir, tmp_path):
+    write_pickle(mini_dir / MINI_FILES["train"], {"data": np.zeros((4, 84, 84), np.uint8), "labels": [0] * 4})
+    with pytest.raises(DataError, match=r"train_phase_train.pickle: images must have shape \(N, H, W, 3\)"):
+        read_mini_imagenet(mini_dir)
+    write_pickle(mini_dir / MINI_FILES["train"], {"data": np.zeros((4, 84, 84, 3), np.float32), "labels": [0] * 4})
+    with pytest.raises(DataError, match="images must be uint8, got float32"):
+        read_mini_imagenet(mini_dir)
+    write_pickle(mini_dir / MINI_FILES["train"], {"data": np.zeros((4, 84, 84, 3), np.uint8), "labels": [0] * 3})
+    with pytest.raises(DataError, match="3 labels for 4 images"):
+        read_mini_imagenet(mini_dir)
+
+
+def test_corrupt_npz_and_wrong_tiered_release(tiered_dir):
+    (tiered_dir / "val_images.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match="val_images.npz: corrupt or truncated npz"):
+        read_tiered_imagenet(tiered_dir)
+
+
+def test_original_tiered_release_gets_a_hint(tiered_dir):
+    write_pickle(tiered_dir / "train_labels.pkl", {"label_specific": [0], "label_general": [0]})
+    with pytest.raises(DataError, match="original tieredImageNet release"):
+        read_tiered_imagenet(tiered_dir)
+
+
+def test_missing_dataset_directory(tmp_path):
+    with pytest.raises(DataError, match="dataset directory not found"):
+        prepare_dataset("mini", {"format": "mini_imagenet", "source": str(tmp_path / "nowhere")}, tmp_path / "o")
+
+
+# -- idempotence and determinism ------------------------------------------------------------------------------------
+def test_rerun_on_unchanged_input_changes_nothing(mini_dir, tmp_path):
+    out = tmp_path / "prep"
+    cfg = {"format": "mini_imagenet", "source": str(mini_dir)}
+    prepare_dataset("mini", cfg, out)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+    prepare_dataset("mini", cfg, out)
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
+
+
+def test_synthetic_generator_is_deterministic_and_shaped_like_mini():
+    spec = SyntheticSpec(seed=7, images_per_class=5, image_size=12)
+    a, b = generate(spec), generate(spec)
+    for split in a:
+        assert a[split].images.tobytes() == b[split].images.tobytes()
+    assert [len(a[s].class_names) for s in ("train", "val", "test")] == [64, 16, 20]
+    assert generate(SyntheticSpec(seed=8, images_per_class=5, image_size=12))["train"].images.tobytes() != \
+        a["train"].images.tobytes()
+
+
+def test_synthetic_classes_are_separable_but_varied():
+    """Nearest class mean on raw pixels: far above chance (classes differ), far below 100% (within-class variety)."""
+    s = generate(SyntheticSpec(seed=0, train_classes=5, val_classes=5, test_classes=5, images_per_class=40, image_size=16))["test"]
+    x = s.images.reshape(len(s.labels), -1).astype(np.float64)
+    train, test = np.arange(len(x)) % 2 == 0, np.arange(len(x)) % 2 == 1
+    means = np.stack([x[train & (s.labels == c)].mean(0) for c in range(5)])
+    pred = np.argmin(((x[test][:, None] - means[None]) ** 2).sum(-1), 1)
+    acc = (pred == s.labels[test]).mean()
+    assert 0.35 < acc < 0.99
+
+
+def test_episode_sampler_is_deterministic_and_uses_its_own_rng(tiny_prepared):
+    labels = load_split(tiny_prepared, "test").labels
+    s1, s2 = EpisodeSampler(labels, 5, 2, 3, seed=4), EpisodeSampler(labels, 5, 2, 3, seed=4)
+    np.random.seed(0)
+    e1 = s1.episode(11)
+    np.random.seed(123)  # the global RNG has no influence
+    e2 = s2.episode(11)
+    assert np.array_equal(e1.support, e2.support) and np.array_equal(e1.query, e2.query)
+    assert not np.array_equal(s1.episode(12).query, e1.query)
+    assert len(set(e1.support) & set(e1.query)) == 0
+    assert np.array_equal(labels[e1.support], np.repeat(labels[e1.support][::2], 2))  # class-major
+    assert e1.support_labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+# -- transforms ------------------------------------------------------------------------------------------------------
+def test_transforms_semantics():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(6, 10, 10, 3), dtype=np.uint8)
+    x = T.to_float(imgs)
+    assert x.shape == (6, 3, 10, 10) and float(x.max()) <= 1
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(T.random_crop(x, 10, 0, g), x)
+    crop = T.random_crop(x, 10, 3, g)
+    assert crop.shape == x.shape
+    # every crop is a shifted window of the zero-padded image
+    padded = torch.nn.functional.pad(x, (3, 3, 3, 3))
+    for i in range(6):
+        assert any(torch.equal(crop[i], padded[i, :, a:a + 10, b:b + 10]) for a in range(7) for b in range(7))
+    flipped = T.random_hflip(x, torch.Generator().manual_seed(1), p=1.0)
+    assert torch.equal(flipped, x.flip(-1))
+    assert torch.equal(T.color_jitter(x, 0.0, g), x)
+    jit = T.color_jitter(x, 0.4, g)
+    assert jit.shape == x.shape and float(jit.min()) >= 0 and float(jit.max()) <= 1
+    n = T.normalize(x, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert torch.allclose(n, (x - 0.5) / 0.25)
+    assert T.resize(x, 4).shape == (6, 3, 4, 4)
+
+
+def test_train_augment_deterministic_per_generator():
+    imgs = np.random.default_rng(0).integers(0, 256, size=(4, 12, 12, 3), dtype=np.uint8)
+    aug = T.TrainAugment(12, 2, 0.4, (0.5,) * 3, (0.2,) * 3)
+    a = aug(imgs, torch.Generator().manual_seed(5))
+    b = aug(imgs, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.equal(a, aug(imgs, torch.Generator().manual_seed(6)))

@@ -1,0 +1,180 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from metantk_nas.kernels.linear_regions import (activation_patterns, count_by_hamming, count_unique_patterns,
+                                                relu_modules)
+from metantk_nas.kernels.metantk import condition_number, inner_operator, metantk
+from metantk_nas.kernels.ntk import kernel_parameter_names, ntk_fast, ntk_opacus
+from metantk_nas.nas.networks import SuperNet, full_mask, init_weights_
+from metantk_nas.search.scoring import LogitsNet
+
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+# -- MetaNTK of a model linear in its parameters vs autograd of the explicitly adapted meta-output ---------------
+def _linear_model_setup(n_tasks=2, q=3, s=3, d_body=7, d_head=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = n_tasks * (q + s)
+    psi_b = torch.randn(n, d_body, generator=g)
+    psi_h = torch.randn(n, d_head, generator=g)
+    y = torch.randn(n, generator=g)
+    theta0 = torch.randn(d_body + d_head, generator=g) * 0.3
+    return psi_b, psi_h, y, theta0
+
+
+def _adapted_query_outputs(theta0, psi, y, n_tasks, q, s, t, steps, adapt):
+    """Run the inner loop explicitly: gradient steps on 1/2 ||f(S_i) - y||^2 for time t (lr * steps = t)."""
+    nq = n_tasks * q
+    outs = []
+    for i in range(n_tasks):
+        qi = slice(i * q, (i + 1) * q)
+        si = slice(nq + i * s, nq + (i + 1) * s)
+        th = theta0
+        lr = t / steps
+        for _ in range(steps):
+            resid = psi[si] @ th - y[si]
+            grad = psi[si].T @ resid
+            th = th - lr * grad * adapt  # adapt masks which parameters the inner loop updates
+        outs.append(psi[qi] @ th)
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("inner", ["maml", "anil"])
+def test_metantk_of_linear_model_equals_jacobian_of_adapted_meta_output(inner):
+    n_tasks, q, s, t = 2, 3, 3, 0.7
+    psi_b, psi_h, y, theta0 = _linear_model_setup(n_tasks, q, s)
+    psi = torch.cat([psi_b, psi_h], 1)
+    adapt = torch.ones(psi.shape[1]) if inner == "maml" else torch.cat([torch.zeros(psi_b.shape[1]), torch.ones(psi_h.shape[1])])
+    jac = torch.func.jacrev(lambda th: _adapted_query_outputs(th, psi, y, n_tasks, q, s, t, 4000, adapt))(theta0)
+    reference = jac @ jac.T
+    theta = psi @ psi.T
+    k_inner = theta if inner == "maml" else psi_h @ psi_h.T
+    ours = metantk(theta, k_inner, n_tasks, t, reg=0.0, n_query=n_tasks * q)
+    assert torch.allclose(ours, reference, rtol=2e-3, atol=2e-3), (ours - reference).abs().max()
+
+
+def test_infinite_time_maml_diagonal_blocks_are_the_schur_complement():
+    g = torch.Generator().manual_seed(3)
+    j = torch.randn(12, 40, generator=g)
+    theta = j @ j.T
+    phi = metantk(theta, theta, 2, math.inf, reg=1e-10)
+    q, s = slice(0, 3), slice(6, 9)
+    schur = theta[q, q] - theta[q, s] @ torch.linalg.inv(theta[s, s]) @ theta[s, q]
+    assert torch.allclose(phi[:3, :3], schur, rtol=1e-6, atol=1e-8)
+
+
+def test_inner_operator_matches_scipy():
+    from scipy.linalg import expm, pinvh
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(5, 5, generator=g)
+    k = a @ a.T
+    for t, r in ((1.0, 1e-5), (0.3, 1e-3), (math.inf, 1e-3)):
+        ref = pinvh(k.numpy() + r * np.eye(5)) @ (np.eye(5) - (0 if math.isinf(t) else expm(-t * k.numpy())))
+        assert np.allclose(inner_operator(k, t, r).numpy(), ref, rtol=1e-8, atol=1e-10)
+
+
+# -- the real supernet: two backends -------------------------------------------------------------------------------
+def _scored_net(norm="groupnorm16", dtype=torch.float64):
+    torch.manual_seed(0)
+    net = SuperNet(4, 5, 6, norm).to(dtype)
+    head = nn.Linear(net.feature_dim, 5).to(dtype)
+    return net, head
+
+
+def test_fast_and_opacus_backends_agree_in_float64():
+    net, head = _scored_net()
+    x = torch.randn(8, 3, 8, 8)
+    mask = full_mask()
+    mask[0, 2, 3] = False
+    ln = LogitsNet(net, mask, head)
+    names = kernel_parameter_names(ln, ln.live_parameter)
+    a, b = ntk_fast(ln, x, names), ntk_opacus(ln, x, names)
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-10)
+    assert condition_number(a) == pytest.approx(condition_number(b), rel=1e-6)
+
+
+def test_backends_rank_candidates_identically():
+    from metantk_nas.search.pruning import dense_ranks
+
+    net, head = _scored_net()
+    x = torch.randn(8, 3, 8, 8)
+    base = full_mask()
+    conds = {"fast": [], "opacus": []}
+    for o in range(7):
+        m = base.copy()
+        m[1, 0, o] = False
+        ln = LogitsNet(net, m, head)
+        names = kernel_parameter_names(ln, ln.live_parameter)
+        conds["fast"].append(condition_number(ntk_fast(ln, x, names)))
+        conds["opacus"].append(condition_number(ntk_opacus(ln, x, names)))
+    rel = lambda c: [round((conds[c][0] - v) / conds[c][0], 3) for v in conds[c]]  # noqa: E731
+    assert dense_ranks(rel("fast"), True, 3) == dense_ranks(rel("opacus"), True, 3)
+
+
+def test_kernel_parameters_are_non_norm_weights_of_live_ops():
+    net, head = _scored_net()
+    mask = full_mask()
+    mask[0, 0, :] = False
+    mask[0, 0, 1] = True  # only sep_conv_3x3 alive on normal edge 0
+    ln = LogitsNet(net, mask, head)
+    names = kernel_parameter_names(ln, ln.live_parameter)
+    assert all(n.endswith(".weight") for n in names) and "head.weight" in names
+    assert not any("classifier" in n for n in names)
+    assert "body.cells.0.ops.0.1.0.1.weight" in names
+    assert not any(n.startswith("body.cells.0.ops.0.2.") for n in names)
+    assert not any(isinstance(dict(ln.named_modules())[n.rsplit(".", 1)[0]], nn.GroupNorm) for n in names)
+
+
+def test_anil_kernel_is_the_head_weight_gram():
+    net, head = _scored_net()
+    x = torch.randn(6, 3, 8, 8)
+    ln = LogitsNet(net, full_mask(), head)
+    gram_head = ntk_fast(ln, x, ["head.weight"])
+    with torch.no_grad():
+        f = net.features(x, full_mask())
+    assert torch.allclose(gram_head, 5 * f @ f.T, rtol=1e-10, atol=1e-12)
+
+
+def test_nan_or_singular_kernels_give_the_documented_value():
+    assert condition_number(torch.full((3, 3), float("nan"))) == 1e5
+    assert condition_number(torch.tensor([[1.0, float("inf")], [float("inf"), 1.0]])) == 1e5
+    sing = torch.ones(3, 3)  # rank 1: lambda_min ~ 0 -> a huge (or negative) ratio, never an exception
+    assert isinstance(condition_number(sing), float) and abs(condition_number(sing)) > 1e10
+    zero = torch.zeros(3, 3)  # 0/0 -> NaN -> 1e5
+    assert condition_number(zero) == 1e5
+    assert condition_number(torch.diag(torch.tensor([1.0, 4.0]))) == 4.0
+
+
+# -- linear regions --------------------------------------------------------------------------------------------------
+def test_unique_pattern_count_equals_the_originals_hamming_formula():
+    torch.manual_seed(0)
+    thin = SuperNet(1, 2, 3, "batchnorm", in_channels=1, use_stem=False).float().train()
+    init_weights_(thin, torch.Generator().manual_seed(1))
+    batches = [torch.randn(300, 1, 3, 3, dtype=torch.float32) for _ in range(2)]
+    pats = activation_patterns(lambda x: thin(x, full_mask()), relu_modules(thin), batches)
+    assert pats.shape[0] == 600 and pats.dtype == torch.bool
+    assert count_unique_patterns(pats) == pytest.approx(count_by_hamming(pats), abs=1e-6)
+    # and on patterns with known duplicates
+    p = torch.tensor([[1, 0, 1], [1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 0, 0]], dtype=torch.bool)
+    assert count_unique_patterns(p) == 3 == round(count_by_hamming(p))
+
+
+def test_only_relus_of_live_ops_are_recorded():
+    thin = SuperNet(1, 2, 3, "batchnorm", in_channels=1, use_stem=False).float().train()
+    x = [torch.randn(50, 1, 3, 3, dtype=torch.float32)]
+    full = activation_patterns(lambda z: thin(z, full_mask()), relu_modules(thin), x).shape[1]
+    m = full_mask()
+    m[:, :, 1] = False  # drop every sep_conv_3x3 (which has ReLUs)
+    assert activation_patterns(lambda z: thin(z, m), relu_modules(thin), x).shape[1] < full
