@@ -22,10 +22,12 @@ NORMS = ("batchnorm", "groupnorm16", "groupnorm32", "none")
 def make_norm(channels: int, kind: str) -> nn.Module:
     if kind == "batchnorm":
         return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
-    if kind == "groupnorm16":
-        return nn.GroupNorm(min(16, channels), channels, affine=True)
-    if kind == "groupnorm32":
-        return nn.GroupNorm(min(32, channels), channels, affine=True)
+    if kind in ("groupnorm16", "groupnorm32"):
+        groups = min(16 if kind == "groupnorm16" else 32, channels)
+        if channels % groups:
+            raise ValueError(f"{kind}: {channels} channels are not divisible into {groups} groups "
+                             f"(choose search.channels so that 3*4*C is a multiple of 16, e.g. C = 4, 8, 16, 48)")
+        return nn.GroupNorm(groups, channels, affine=True)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
