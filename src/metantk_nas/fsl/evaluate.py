@@ -90,7 +90,7 @@ def fit_predict_sklearn(xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, C: float
     """The original protocol: LogisticRegression(l2, C, lbfgs, max_iter=1000, multinomial, random_state=0)."""
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(penalty="l2", C=C, solver="lbfgs", max_iter=1000, random_state=0)
+    clf = LogisticRegression(C=C, solver="lbfgs", max_iter=1000, random_state=0)  # L2 is the default penalty
     clf.fit(xs, ys)
     return clf.predict(xq)
 

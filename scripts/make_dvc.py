@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""make_dvc: write dvc.yaml for a config: the same stages as the Snakemake DAG, generated over the grid with
+`foreach` (stage names like train@synthetic-metantk-5-0). Each stage's `params` names exactly the config sections
+it reads, so changing e.g. train.recipes reruns only train, evaluate and tables.
+
+The checked-in dvc.yaml is generated for the smoke config:
+  python scripts/make_dvc.py --configfile config/config.yaml config/smoke.yaml --out dvc.yaml
+For the paper grid: --configfile config/config.yaml (then `dvc add` the raw dataset directories, see README).
+"""
+import sys
+from pathlib import Path
+
+import yaml
+
+from metantk_nas import cli
+from metantk_nas.config import iter_runs
+from metantk_nas.provenance import write_text_atomic
+
+PY = "python"
+
+
+def stage_params(files, keys):
+    return [{f: keys} for f in files]
+
+
+def build(cfg, configfiles):
+    cf = " ".join(configfiles)
+    res = f"results/{cfg['experiment']}"
+    prep = cfg["data"]["prepared_root"]
+    runs = list(iter_runs(cfg))
+    datasets = sorted({r.dataset for r in runs})
+    by = {r.tag: {"dataset": r.dataset, "method": r.method, "cells": r.cells, "seed": r.seed,
+                  "dir": f"{res}/{r.path}"} for r in runs}
+    searched = {k: v for k, v in by.items() if v["method"] != "metanas"}
+    published = {k: v for k, v in by.items() if v["method"] == "metanas"}
+    run_args = "--dataset ${item.dataset} --method ${item.method} --cells ${item.cells} --seed ${item.seed} --no-progress"
+    files_with = lambda key: [f for f in configfiles if key in (yaml.safe_load(Path(f).read_text()) or {})]  # noqa: E731
+    prepared = [f"{prep}/${{item}}/{s}_{k}.npy" for s in ("train", "val", "test") for k in ("images", "labels")]
+    stages = {
+        "prepare_data": {"foreach": datasets, "do": {
+            "cmd": f"{PY} scripts/prepare_data.py --configfile {cf} --dataset ${{item}} --out {prep}/${{item}}",
+            "deps": ["scripts/prepare_data.py", "src/metantk_nas/data"],
+            "params": stage_params(files_with("data"), ["data.datasets"]),
+            "outs": [f"{prep}/${{item}}/manifest.json", *prepared]}},
+        "search": {"foreach": searched, "do": {
+            "cmd": f"{PY} scripts/search.py --configfile {cf} {run_args} --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
+            "deps": ["scripts/search.py", "src/metantk_nas/search", "src/metantk_nas/kernels", "src/metantk_nas/nas",
+                     f"{prep}/${{item.dataset}}/manifest.json"],
+            "params": stage_params(files_with("search"), ["search"]),
+            "outs": ["${item.dir}/search.json", {"${item.dir}/cost.json": {"cache": False}}]}},
+        "export_genotype": {"foreach": searched, "do": {
+            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --search ${{item.dir}}/search.json --out ${{item.dir}}",
+            "deps": ["scripts/export_genotype.py", "${item.dir}/search.json"],
+            "outs": ["${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png"]}},
+        "train": {"foreach": by, "do": {
+            "cmd": f"{PY} scripts/train.py --configfile {cf} {run_args} --genotype ${{item.dir}}/genotype.json "
+                   f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
+            "deps": ["scripts/train.py", "src/metantk_nas/fsl/train.py", "${item.dir}/genotype.json",
+                     f"{prep}/${{item.dataset}}/manifest.json"],
+            "params": stage_params(files_with("train"), ["train"]),
+            "outs": ["${item.dir}/model.pt", {"${item.dir}/metrics.json": {"cache": False}}],
+            "plots": [{"${item.dir}/train_log.csv": {"x": "epoch", "y": "loss", "cache": False}}]}},
+        "evaluate": {"foreach": by, "do": {
+            "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {run_args} --model ${{item.dir}}/model.pt "
+                   f"--genotype ${{item.dir}}/genotype.json --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
+            "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.dir}/model.pt",
+                     "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
+            "params": stage_params(files_with("evaluate"), ["evaluate"]),
+            "metrics": [{"${item.dir}/fewshot.json": {"cache": False}}]}},
+        "tables": {
+            "cmd": f"{PY} scripts/tables.py --configfile {cf} --results {res} --out {res}/tables",
+            "deps": ["scripts/tables.py", "src/metantk_nas/report/tables.py", cfg["tables"]["literature"],
+                     *[f"{v['dir']}/fewshot.json" for v in by.values()], *[f"{v['dir']}/metrics.json" for v in by.values()]],
+            "params": stage_params(files_with("tables"), ["tables"]),
+            "outs": [{f"{res}/tables": {"cache": False}}]},
+    }
+    if published:
+        stages["published_genotype"] = {"foreach": published, "do": {
+            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --published metanas_in_v2 --out ${{item.dir}}",
+            "deps": ["scripts/export_genotype.py", cfg["tables"]["genotypes"]],
+            "outs": ["${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png"]}}
+    return {"stages": stages}
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+        return True
+
+
+def main(args, cfg):
+    header = ("# Generated by scripts/make_dvc.py from " + " ".join(args.configfile) + "; do not edit by hand.\n"
+              "# The same DAG as the Snakefile (tests/test_workflow.py checks they agree).\n")
+    write_text_atomic(args.out, header + yaml.dump(build(cfg, args.configfile), Dumper=_NoAliasDumper, sort_keys=False, width=120))
+
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    p.add_argument("--out", default="dvc.yaml")
+    sys.exit(cli.run(main, p))

@@ -1,0 +1,159 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from metantk_nas.config import EvalConfig, TrainConfig
+from metantk_nas.data.prepared import load_split
+from metantk_nas.fsl.evaluate import (FeatureExtractor, TestTransform, accuracies, evaluate, fit_logreg_batched,
+                                      mean_confidence_interval, predict_batched)
+from metantk_nas.fsl.train import step_lr, train_model
+from metantk_nas.nas.genotype import random_genotype
+
+from conftest import ROOT
+
+CPU = torch.device("cpu")
+
+
+def tcfg(**kw):
+    base = TrainConfig(cells=5, seed=0, channels=4, image_size=16, lr=0.05, epochs=3, decay_epochs=(2,),
+                       batch_size=16, drop_path=0.2, crop_padding=2)
+    return replace(base, **kw)
+
+
+def ecfg(**kw):
+    base = EvalConfig(episodes=40, ways=5, shots=(1, 5), queries=4, support_augmentations=2, C=1.0, seed=42,
+                      solver="batched", feature_batch=64, image_size=16, crop_padding=2, color_jitter=0.4)
+    return replace(base, **kw)
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rfs_step_schedule():
+    assert [step_lr(0.02, e, (60, 80)) for e in (1, 60, 61, 80, 81, 100)] == \
+        pytest.approx([0.02, 0.02, 0.002, 0.002, 0.0002, 0.0002])
+
+
+def test_training_is_deterministic(tiny_prepared, tmp_path):
+    data = load_split(tiny_prepared, "train")
+    g = random_genotype(0)
+    m1, s1 = train_model(g, tcfg(epochs=2), data, tmp_path / "a", CPU, progress=False)
+    m2, s2 = train_model(g, tcfg(epochs=2), data, tmp_path / "b", CPU, progress=False)
+    assert same(weights(m1), weights(m2)) and [r["loss"] for r in s1.log] == [r["loss"] for r in s2.log]
+
+
+def test_killed_training_resumes_to_identical_weights(tiny_prepared, tmp_path):
+    data = load_split(tiny_prepared, "train")
+    g = random_genotype(1)
+    full, _ = train_model(g, tcfg(), data, tmp_path / "full", CPU, progress=False)
+    train_model(g, tcfg(), data, tmp_path / "killed", CPU, progress=False, stop_after_epochs=1)  # "killed"
+    resumed, state = train_model(g, tcfg(), data, tmp_path / "killed", CPU, progress=False)
+    assert state.epoch == 3 and same(weights(full), weights(resumed))
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_prepared, tmp_path, caplog):
+    data = load_split(tiny_prepared, "train")
+    g = random_genotype(2)
+    full, _ = train_model(g, tcfg(), data, tmp_path / "full", CPU, progress=False)
+    ck = tmp_path / "run"
+    train_model(g, tcfg(), data, ck, CPU, progress=False, stop_after_epochs=2)
+    (ck / "ckpt_last.pt").write_bytes(b"garbage" * 10)          # epoch-2 checkpoint corrupted
+    resumed, _ = train_model(g, tcfg(), data, ck, CPU, progress=False)  # resumes from epoch 1 (ckpt_prev)
+    assert "unreadable checkpoint" in caplog.text and same(weights(full), weights(resumed))
+    for f in ck.glob("ckpt_*.pt"):
+        f.write_bytes(b"")
+    again, state = train_model(g, tcfg(), data, ck, CPU, progress=False)  # nothing usable: from scratch
+    assert state.epoch == 3 and same(weights(full), weights(again))
+
+
+def test_sigterm_checkpoints_and_exits_for_requeue(tiny_prepared, tmp_path):
+    over = tmp_path / "o.yaml"
+    over.write_text(yaml.safe_dump({"device": "cpu", "data": {"datasets": {"tiny": {"format": "synthetic", "synthetic": {
+        "seed": 3, "train_classes": 8, "val_classes": 5, "test_classes": 6, "images_per_class": 12, "image_size": 16}}}},
+        "train": {"channels": 4, "image_size": 16, "crop_padding": 2, "recipes": {"tiny": {
+            "lr": 0.05, "epochs": 40, "decay_epochs": [30], "batch_size": {"5": 16}, "drop_path": 0.1}}}}))
+    (tmp_path / "g.json").write_text(random_genotype(0).to_json())
+    cmd = [sys.executable, "scripts/train.py", "--configfile", "config/config.yaml", str(over), "--dataset", "tiny",
+           "--method", "random", "--cells", "5", "--seed", "0", "--genotype", str(tmp_path / "g.json"),
+           "--prepared", str(tiny_prepared), "--out", str(tmp_path / "run"), "--no-progress", "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "run/checkpoints/ckpt_last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "preempted" in err and not (tmp_path / "run/model.pt").exists()
+    ck = torch.load(tmp_path / "run/checkpoints/ckpt_last.pt", weights_only=True)
+    assert 1 <= ck["epoch"] < 40
+
+
+# -- evaluation ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tiny_prepared, tmp_path_factory):
+    data = load_split(tiny_prepared, "train")
+    model, _ = train_model(random_genotype(3), tcfg(epochs=2), data, tmp_path_factory.mktemp("ck"), CPU, progress=False)
+    return model
+
+
+def test_confidence_interval_uses_the_t_distribution():
+    from scipy import stats
+
+    acc = np.random.default_rng(0).uniform(0.3, 0.9, size=1000)
+    m, sd, h = mean_confidence_interval(acc)
+    assert m == pytest.approx(acc.mean()) and sd == pytest.approx(acc.std())
+    assert h == pytest.approx(1.96234 * acc.std(ddof=1) / np.sqrt(1000), rel=1e-5)  # t_{0.975, 999}
+    assert h == pytest.approx(stats.sem(acc) * stats.t.ppf(0.975, 999))
+
+
+def test_batched_solver_matches_sklearn_on_real_features(trained, tiny_prepared):
+    """Per-episode accuracies differ by at most one query on >= 99% of episodes; means within 0.1 points."""
+    from metantk_nas.fsl.evaluate import episode_features
+
+    test = load_split(tiny_prepared, "test")
+    cfg = ecfg(episodes=100, queries=6)
+    ext = FeatureExtractor(trained, CPU, 64)
+    qf = ext(TestTransform(16, test.mean, test.std)(test.images))
+    for shots in (1, 5):
+        sf, sy, qi, qy = episode_features(ext, test, cfg, shots, progress=False)
+        fast = accuracies(sf, sy, [qf[i] for i in qi], qy, 5, 1.0, "batched")
+        ref = accuracies(sf, sy, [qf[i] for i in qi], qy, 5, 1.0, "sklearn")
+        one_query = 1 / (5 * cfg.queries)
+        assert np.mean(np.abs(fast - ref) <= one_query + 1e-9) >= 0.99
+        assert abs(fast.mean() - ref.mean()) * 100 <= 0.1
+
+
+def test_batched_solver_reaches_the_sklearn_optimum():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 25, 40))
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    y = np.tile(np.repeat(np.arange(5), 5), (3, 1))
+    w, b = fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=1.0)
+    for e in range(3):
+        clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-10).fit(x[e], y[e])
+        probs = torch.softmax(torch.as_tensor(x[e]) @ w[e].T + b[e], -1).numpy()
+        assert np.allclose(probs, clf.predict_proba(x[e]), atol=1e-4)
+
+
+def test_evaluation_is_deterministic(trained, tiny_prepared):
+    test = load_split(tiny_prepared, "test")
+    a = evaluate(trained, test, ecfg(episodes=10), CPU, progress=False)
+    b = evaluate(trained, test, ecfg(episodes=10), CPU, progress=False)
+    assert a == b
+    assert set(a) == {"1shot", "5shot"} and len(a["5shot"]["per_episode"]) == 10
+    assert a["1shot"]["mean"] != evaluate(trained, test, ecfg(episodes=10, seed=7), CPU, progress=False)["1shot"]["mean"]

@@ -1,0 +1,100 @@
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metantk_nas.config import Run
+from metantk_nas.report.tables import collect, comparison, table1, table2
+
+from conftest import ROOT, require
+
+LIT = yaml.safe_load((ROOT / "config/literature.yaml").read_text())
+
+
+def fabricate(root: Path, runs: dict[tuple[str, str, int, int], tuple[float, float]], params=1.5e6, hours=0.5):
+    for (ds, m, c, s), (a1, a5) in runs.items():
+        d = root / Run(ds, m, c, s).path
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "fewshot.json").write_text(json.dumps({"results": {"1shot": {"mean": a1}, "5shot": {"mean": a5}}}))
+        (d / "metrics.json").write_text(json.dumps({"params": params}))
+        (d / "cost.json").write_text(json.dumps({"device_hours": hours, "device": "Tesla V100"}))
+
+
+def grid(tmp_path, drop=()):
+    runs = {}
+    for m, base in (("metantk", 60.0), ("metanas", 61.0), ("tenas", 55.0), ("linreg", 56.0), ("random", 50.0)):
+        for c in (5, 8):
+            for s, off in ((0, -1.0), (1, 1.0)):
+                if (m, c, s) not in drop:
+                    runs[("mini", m, c, s)] = (base + off + c, base + 20 + off)
+    fabricate(tmp_path, runs)
+    return [Run("mini", m, c, s) for m in ("metantk", "metanas", "tenas", "linreg", "random") for c in (5, 8) for s in (0, 1)]
+
+
+def test_aggregation_is_mean_and_std_over_seeds(tmp_path):
+    col = collect(tmp_path, grid(tmp_path), (1, 5))
+    t2 = table2(col, "mini", [5, 8])
+    assert t2.cell_text(0, 4) == "65.00 ± 1.00"   # metantk, 1-shot, 5 cells: seeds 64 and 66
+    assert t2.cell_text(3, 7) == "70.00 ± 1.00"   # random, 5-shot, 8 cells
+
+
+def test_best_per_column_is_bold(tmp_path):
+    col = collect(tmp_path, grid(tmp_path), (1, 5))
+    tex = table2(col, "mini", [5, 8]).latex()
+    assert tex.count("\\textbf{") == 4 and "\\textbf{65.00 $\\pm$ 1.00}" in tex   # MetaNTK-NAS best everywhere
+    t1 = table1(col, LIT, ["mini"], [5, 8])
+    assert "\\textbf{66.00 $\\pm$ 1.00}" in t1.latex()   # MetaNAS(retrained) beats ours in the 1-shot column here
+
+
+def test_missing_runs_render_as_dashes_and_are_listed(tmp_path):
+    runs = grid(tmp_path, drop={("tenas", 8, 0), ("tenas", 8, 1)})
+    col = collect(tmp_path, runs, (1, 5))
+    assert sorted(col.missing) == ["mini-tenas-8-0", "mini-tenas-8-1"]
+    t2 = table2(col, "mini", [5, 8])
+    assert t2.cell_text(1, 5) == "--" and t2.cell_text(1, 4) != "--"
+    t1 = table1(col, LIT, ["mini", "tiered"], [5, 8])
+    assert "Missing runs" in t1.notes[-1]
+    # tiered was never run: every one of our tiered cells is empty, never the paper's number
+    ours = [i for i, q in enumerate(t1.quoted) if not q]
+    assert all(t1.cell_text(i, j) == "--" for i in ours for j in range(8, 12) if j != 9)
+    assert "71.12" not in t1.latex() and "72.37" not in t1.latex()
+
+
+def test_quoted_rows_are_marked_and_never_mixed_with_ours(tmp_path):
+    col = collect(tmp_path, grid(tmp_path), (1, 5))
+    t1 = table1(col, LIT, ["mini"], [5, 8])
+    quoted_models = [r[0] for r, q in zip(t1.rows, t1.quoted) if q]
+    assert quoted_models == ["MAML", "ANIL", "MetaOptNet", "RFS", "AutoMeta", "T-NAS++", "MetaNAS"]
+    ours = [r[0] for r, q in zip(t1.rows, t1.quoted) if not q]
+    assert ours == ["MetaNAS(retrained)†", "MetaNTK-NAS"] * 2
+    tex = t1.latex()
+    assert tex.count("$^{q}$") == 7
+    md = t1.frame()
+    assert list(md["source"]) == ["quoted"] * 7 + ["ours"] * 4
+    # bold marks are only decided among our rows
+    assert "\\textbf{48.70" not in tex and "\\textbf{63.1" not in tex
+    assert "Tesla V100" in t1.notes[0]
+
+
+def test_comparison_lists_ours_next_to_the_paper(tmp_path):
+    col = collect(tmp_path, grid(tmp_path), (1, 5))
+    comp = comparison(col, LIT, ["mini"], [5, 8])
+    row = comp[(comp.method == "metantk") & (comp.cells == 5) & (comp.shots == 1)].iloc[0]
+    assert row.ours == "65.00 ± 1.00" and row.paper == "63.88 ± 0.81" and row.difference == "+1.12"
+
+
+def test_latex_compiles(tmp_path):
+    require(shutil.which("pdflatex") is not None, "pdflatex is not installed (texlive-latex-recommended)")
+    col = collect(tmp_path, grid(tmp_path, drop={("random", 5, 0)}), (1, 5))
+    for name, t in (("t1", table1(col, LIT, ["mini", "tiered"], [5, 8])), ("t2", table2(col, "mini", [5, 8]))):
+        doc = tmp_path / f"{name}.tex"
+        doc.write_text("\\documentclass{article}\\usepackage[margin=1cm,landscape]{geometry}\\usepackage{booktabs}"
+                       "\\usepackage{amssymb}\\usepackage[utf8]{inputenc}\\begin{document}\n" + t.latex() +
+                       "\n\\end{document}\n")
+        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
