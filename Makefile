@@ -26,6 +26,7 @@ demo: $(STAMP)
 	@cat results/smoke/tables/summary.txt
 
 test: $(STAMP)
+	bash .ci/system-deps.sh --best-effort
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest $(PYTEST_ARGS)
 
 clean-demo:
