@@ -49,8 +49,10 @@ def build(cfg, configfiles):
             "params": stage_params(files_with("search"), ["search"]),
             "outs": ["${item.dir}/search.json", {"${item.dir}/cost.json": {"cache": False}}]}},
         "export_genotype": {"foreach": searched, "do": {
-            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --search ${{item.dir}}/search.json --out ${{item.dir}}",
-            "deps": ["scripts/export_genotype.py", "${item.dir}/search.json"],
+            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --search ${{item.dir}}/search.json "
+                   f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
+            "deps": ["scripts/export_genotype.py", "${item.dir}/search.json", f"{prep}/${{item.dataset}}/manifest.json"],
+            "params": stage_params(files_with("export"), ["export"]),
             "outs": ["${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png"]}},
         "train": {"foreach": by, "do": {
             "cmd": f"{PY} scripts/train.py --configfile {cf} {run_args} --genotype ${{item.dir}}/genotype.json "

@@ -147,3 +147,33 @@ def test_search_script_outputs_are_byte_identical(tmp_path):
         outs.append((tmp_path / f"s{k}/search.json").read_bytes())
         assert json.loads((tmp_path / f"s{k}/cost.json").read_text())["device_hours"] >= 0
     assert outs[0] == outs[1]
+
+
+# -- genotype export under a parameter budget ------------------------------------------------------------------
+def _record(cfg, genotype, state):
+    return {"method": cfg.method, "cells": cfg.cells, "rounds": state.rounds, "group": state.group,
+            "mask": state.mask.astype(int).tolist(), "genotype": genotype.to_dict()}
+
+
+def test_infinite_budget_gives_exactly_the_rank_based_genotype(reference_run):
+    from metantk_nas.search.budget import solve
+
+    cfg, genotype, state = reference_run
+    for budget in (None, 1e6):
+        got, info = solve(_record(cfg, genotype, state), 4, 5, 8, budget)
+        assert got.to_mask().tolist() == genotype.to_mask().tolist()
+
+
+def test_a_budget_is_respected_and_a_too_small_one_is_a_clear_error(reference_run):
+    from metantk_nas.errors import PipelineError
+    from metantk_nas.nas.networks import eval_net_parameters
+    from metantk_nas.search.budget import solve
+
+    cfg, genotype, state = reference_run
+    rec = _record(cfg, genotype, state)
+    full = eval_net_parameters(genotype, 16, 5, 8)
+    got, info = solve(rec, 16, 5, 8, budget_millions=(full - 1) / 1e6)
+    assert info["params"] == eval_net_parameters(got, 16, 5, 8) <= full - 1
+    assert got != genotype
+    with pytest.raises(PipelineError, match="below the smallest valid cell"):
+        solve(rec, 16, 5, 8, budget_millions=0.0001)

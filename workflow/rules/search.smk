@@ -24,7 +24,8 @@ rule search:
 rule export_genotype:
     """search.json -> genotype.json, the DARTS string, cell diagrams."""
     input:
-        f"{RUN_DIR}/search.json",
+        search=f"{RUN_DIR}/search.json",
+        data=f"{PREP}/{{dataset}}/manifest.json",
     output:
         genotype=f"{RUN_DIR}/genotype.json",
         text=f"{RUN_DIR}/genotype.txt",
@@ -33,13 +34,15 @@ rule export_genotype:
         method=SEARCHED,
     params:
         out=lambda w: RUN_DIR.format(**w),
+        cfg=sha256_json(config["export"])[:16],
     log:
         f"{RES}/logs/export_genotype/{{dataset}}-{{method}}-{{cells}}-{{seed}}.log",
     threads: stage_threads("export_genotype")
     resources:
         **stage_resources("export_genotype"),
     shell:
-        "{PY} scripts/export_genotype.py --configfile {CONFIGFILES} --search {input} --out {params.out} 2> {log}"
+        "{PY} scripts/export_genotype.py --configfile {CONFIGFILES} --search {input.search} "
+        "--prepared {PREP}/{wildcards.dataset} --out {params.out} 2> {log}"
 
 
 rule published_genotype:
