@@ -120,20 +120,27 @@ def test_confidence_interval_uses_the_t_distribution():
 
 
 def test_batched_solver_matches_sklearn_on_real_features(trained, tiny_prepared):
-    """Per-episode accuracies differ by at most one query on >= 99% of episodes; means within 0.1 points."""
+    """On features of a trained network: identical predictions to scikit-learn run to convergence on every
+    episode; against scikit-learn with the original's settings (tol 1e-4, which itself stops short of the optimum
+    near decision boundaries) at most one query apart on nearly all episodes, means within half a point."""
+    from sklearn.linear_model import LogisticRegression
     from metantk_nas.fsl.evaluate import episode_features
 
     test = load_split(tiny_prepared, "test")
-    cfg = ecfg(episodes=100, queries=6)
+    cfg = ecfg(episodes=200, queries=7)
     ext = FeatureExtractor(trained, CPU, 64)
     qf = ext(TestTransform(16, test.mean, test.std)(test.images))
     for shots in (1, 5):
         sf, sy, qi, qy = episode_features(ext, test, cfg, shots, progress=False)
-        fast = accuracies(sf, sy, [qf[i] for i in qi], qy, 5, 1.0, "batched")
-        ref = accuracies(sf, sy, [qf[i] for i in qi], qy, 5, 1.0, "sklearn")
+        q = [qf[i] for i in qi]
+        fast = accuracies(sf, sy, q, qy, 5, 1.0, "batched")
+        converged = np.array([(LogisticRegression(C=1.0, max_iter=20000, tol=1e-12).fit(sf[i].double().numpy(), sy[i])
+                               .predict(q[i].double().numpy()) == qy[i]).mean() for i in range(len(sf))])
+        assert np.array_equal(fast, converged)
+        ref = accuracies(sf, sy, q, qy, 5, 1.0, "sklearn")
         one_query = 1 / (5 * cfg.queries)
-        assert np.mean(np.abs(fast - ref) <= one_query + 1e-9) >= 0.99
-        assert abs(fast.mean() - ref.mean()) * 100 <= 0.1
+        assert np.mean(np.abs(fast - ref) <= one_query + 1e-9) >= 0.95
+        assert abs(fast.mean() - ref.mean()) * 100 <= 0.5
 
 
 def test_batched_solver_reaches_the_sklearn_optimum():

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 
 def to_float(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1]."""
-    t = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
-    return t.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 (N, H, W, 3) -> contiguous float32 (N, 3, H, W) in [0, 1]."""
+    t = torch.from_numpy(np.array(images, copy=True)) if isinstance(images, np.ndarray) else images
+    return t.to(device).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -38,49 +38,62 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
-def random_crop(x: torch.Tensor, size: int, padding: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``padding`` then crop ``size`` x ``size`` at a random offset per image."""
-    n, c, h, w = x.shape
-    if padding:
-        x = F.pad(x, (padding, padding, padding, padding))
+def random_crop(x: torch.Tensor, size: int, padding: int, gen: torch.Generator, channels_last: bool = False) -> torch.Tensor:
+    """Zero-pad by ``padding`` then crop ``size`` x ``size`` at a random offset per image.
+
+    ``x`` is (N, C, H, W), or (N, H, W, C) with ``channels_last`` (used on uint8 images before conversion).
+    """
+    hdim = 1 if channels_last else 2
+    n, h, w = x.shape[0], x.shape[hdim], x.shape[hdim + 1]
     hp, wp = h + 2 * padding, w + 2 * padding
     if hp < size or wp < size:
         raise ValueError(f"crop {size} larger than padded image {hp}x{wp}")
-    oy = torch.randint(0, hp - size + 1, (n,), generator=gen).to(x.device)
-    ox = torch.randint(0, wp - size + 1, (n,), generator=gen).to(x.device)
-    ar = torch.arange(size, device=x.device)
-    rows = (oy[:, None] + ar)[:, :, None].expand(n, size, size)
-    cols = (ox[:, None] + ar)[:, None, :].expand(n, size, size)
-    idx = torch.arange(n, device=x.device)[:, None, None].expand(n, size, size)
-    return x.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2).contiguous()
+    oy = torch.randint(0, hp - size + 1, (n,), generator=gen).tolist()
+    ox = torch.randint(0, wp - size + 1, (n,), generator=gen).tolist()
+    if padding:
+        pad = (0, 0, padding, padding, padding, padding) if channels_last else (padding, padding, padding, padding)
+        x = F.pad(x, pad)
+    if channels_last:
+        return torch.stack([x[i, a:a + size, b:b + size] for i, (a, b) in enumerate(zip(oy, ox))])
+    return torch.stack([x[i, :, a:a + size, b:b + size] for i, (a, b) in enumerate(zip(oy, ox))])
 
 
-def random_hflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
+def random_hflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5, channels_last: bool = False) -> torch.Tensor:
     flip = (torch.rand(x.shape[0], generator=gen) < p).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if not bool(flip.any()):
+        return x
+    x = x.clone()
+    x[flip] = x[flip].flip(-2 if channels_last else -1)
+    return x
+
+
+_GRAY = (0.299, 0.587, 0.114)
 
 
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
-    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    w = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
 
 
 def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast and saturation jitter with factors in [1-s, 1+s], in a random order per image."""
+    """Brightness, contrast and saturation jitter with factors in [1-s, 1+s], in a random order per image.
+
+    Each is a blend ``f x + (1 - f) ref`` with ref = 0 (brightness), the mean grey level (contrast) or the grey
+    image (saturation), clamped to [0, 1] after every step, as torchvision's ColorJitter.
+    """
     if strength <= 0:
         return x
     n = x.shape[0]
     lo, hi = max(0.0, 1 - strength), 1 + strength
     factors = torch.stack([_uniform(n, lo, hi, gen) for _ in range(3)], 1).to(x.device)  # (n, 3)
     order = torch.argsort(torch.rand(n, 3, generator=gen), dim=1).to(x.device)           # random permutation
+    x = x.clone()
     for step in range(3):
-        op = order[:, step]
-        f = factors.gather(1, op[:, None]).view(n, 1, 1, 1)
-        bright = x * f
-        mean = _grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-        contrast = f * x + (1 - f) * mean
-        sat = f * x + (1 - f) * _grayscale(x)
-        y = torch.where((op == 0).view(n, 1, 1, 1), bright, torch.where((op == 1).view(n, 1, 1, 1), contrast, sat))
-        x = y.clamp(0, 1)
+        op = order[:, step].view(n, 1, 1, 1)
+        f = factors.gather(1, order[:, step:step + 1]).view(n, 1, 1, 1)
+        gray = _grayscale(x)
+        ref = torch.where(op == 2, gray, gray.mean(dim=(2, 3), keepdim=True) * (op == 1))  # 0 for brightness
+        x.mul_(f).add_(ref.mul_(1 - f)).clamp_(0, 1)
     return x
 
 
@@ -95,10 +108,17 @@ class TrainAugment:
     std: tuple[float, float, float]
 
     def __call__(self, images: np.ndarray | torch.Tensor, gen: torch.Generator, device: str | torch.device = "cpu") -> torch.Tensor:
-        x = resize(to_float(images, device), self.size)
-        x = random_crop(x, self.size, self.padding, gen)
+        """Crop and flip on the uint8 images (cheap, and flip commutes with the jitter), then float ops."""
+        u8 = torch.from_numpy(np.array(images, copy=True)) if isinstance(images, np.ndarray) else images
+        if u8.shape[1] != self.size:
+            x = resize(to_float(u8, device), self.size)
+            x = random_crop(x, self.size, self.padding, gen)
+            x = random_hflip(x, gen)
+        else:
+            u8 = random_crop(u8, self.size, self.padding, gen, channels_last=True)
+            u8 = random_hflip(u8, gen, channels_last=True)
+            x = to_float(u8, device)
         x = color_jitter(x, self.jitter, gen)
-        x = random_hflip(x, gen)
         return normalize(x, self.mean, self.std)
 
 

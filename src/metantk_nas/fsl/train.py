@@ -164,7 +164,7 @@ def train_model(genotype: Genotype, cfg: TrainConfig, data: PreparedSplit, ckpt_
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                tot_loss += float(loss) * len(y)
+                tot_loss += float(loss.detach()) * len(y)
                 correct += int((logits.argmax(1) == y).sum())
             secs = time.perf_counter() - t0
             state.seconds += secs
