@@ -23,8 +23,8 @@ def synthetic_features(episodes, ways, shots, aug, queries, dim, seed=0):
         centres = torch.randn(ways, dim, generator=g)
         ys = np.repeat(np.arange(ways), shots * aug)
         yq = np.repeat(np.arange(ways), queries)
-        sf.append(l2_normalise(centres[ys] + 1.5 * torch.randn(len(ys), dim, generator=g)))
-        qf.append(l2_normalise(centres[yq] + 1.5 * torch.randn(len(yq), dim, generator=g)))
+        sf.append(l2_normalise(centres[ys] + 6.0 * torch.randn(len(ys), dim, generator=g)))
+        qf.append(l2_normalise(centres[yq] + 6.0 * torch.randn(len(yq), dim, generator=g)))
         sy.append(ys)
         qy.append(yq)
     return sf, sy, qf, qy

@@ -2,7 +2,7 @@
 logistic regression (L2, C) fitted on the augmented support set, accuracy on the queries; mean, std and 95% CI
 (t distribution) over episodes.
 
-The ``batched`` solver fits all episodes of a chunk at once with Newton's method in the support set's row space:
+The ``batched`` solver fits all episodes of a chunk at once with Newton-CG in the support set's row space:
 with X = U S V^T (thin SVD), W = B V^T leaves the logits of the support and ||W|| unchanged, so the problem has
 K (r + 1) unknowns, r <= n.  ``sklearn`` fits scikit-learn's LogisticRegression per episode (the reference).
 """
@@ -40,11 +40,32 @@ def _objective(z: torch.Tensor, y1h: torch.Tensor, theta: torch.Tensor, inv_c: f
     return -(y1h * F.log_softmax(logits, -1)).sum((1, 2)) + 0.5 * inv_c * (w ** 2).sum((1, 2))
 
 
+def _cg(hvp, g: torch.Tensor, iters: int, tol: float) -> torch.Tensor:
+    """Batched conjugate gradients for H d = g (one system per episode)."""
+    d = torch.zeros_like(g)
+    r = g.clone()
+    p = r.clone()
+    rs = (r * r).sum((1, 2))
+    stop = tol * tol * rs.clamp_min(1e-300)
+    for _ in range(iters):
+        hp = hvp(p)
+        alpha = rs / (p * hp).sum((1, 2)).clamp_min(1e-300)
+        d = d + alpha[:, None, None] * p
+        r = r - alpha[:, None, None] * hp
+        rs_new = (r * r).sum((1, 2))
+        if bool((rs_new <= stop).all()):
+            break
+        p = r + (rs_new / rs.clamp_min(1e-300))[:, None, None] * p
+        rs = rs_new
+    return d
+
+
 def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
-                       tol: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+                       tol: float = 1e-10, cg_iters: int = 200, cg_tol: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit E independent problems min_W,b sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C).
 
-    x: (E, n, d), y: (E, n) -> W (E, K, d), b (E, K).  Float64 Newton with backtracking line search.
+    x: (E, n, d), y: (E, n) -> W (E, K, d), b (E, K).  Float64 Newton-CG (Hessian-vector products, never the
+    Hessian) with a backtracking line search, in the row space of each episode's support set.
     """
     x = x.double()
     e, n, d = x.shape
@@ -58,15 +79,18 @@ def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: floa
     inv_c = 1.0 / C
     reg = torch.full((k, r + 1), inv_c, dtype=torch.float64, device=x.device)
     reg[:, -1] = 1e-10  # the intercept is not penalised; a tiny ridge fixes the softmax's shift invariance
-    reg = torch.diag(reg.reshape(-1))
     f = _objective(z, y1h, theta, inv_c)
     for _ in range(iters):
         p = torch.softmax(torch.einsum("enr,ekr->enk", zt, theta), -1)
         grad = torch.einsum("enk,enr->ekr", p - y1h, zt)
         grad[..., :-1] += inv_c * theta[..., :-1]
-        a = torch.diag_embed(p) - p[..., :, None] * p[..., None, :]         # (E, n, K, K)
-        hess = torch.einsum("enkl,ena,enb->ekalb", a, zt, zt).reshape(e, k * (r + 1), k * (r + 1)) + reg
-        step = torch.linalg.solve(hess, grad.reshape(e, -1, 1)).reshape(e, k, r + 1)
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            sv = torch.einsum("enr,ekr->enk", zt, v)
+            av = p * sv - p * (p * sv).sum(-1, keepdim=True)
+            return torch.einsum("enk,enr->ekr", av, zt) + reg * v
+
+        step = _cg(hvp, grad, cg_iters, cg_tol)
         t = torch.ones(e, 1, 1, dtype=torch.float64, device=x.device)
         for _ in range(30):
             f_new = _objective(z, y1h, theta - t * step, inv_c)
