@@ -9,6 +9,7 @@ from metantk_nas.errors import ConfigError
 from metantk_nas.provenance import sha256_json
 
 configfile: "config/config.yaml"
+report: "workflow/report/workflow.rst"
 
 try:
     validate_config(config)

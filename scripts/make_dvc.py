@@ -60,7 +60,7 @@ def build(cfg, configfiles):
             "deps": ["scripts/train.py", "src/metantk_nas/fsl/train.py", "${item.dir}/genotype.json",
                      f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(files_with("train"), ["train"]),
-            "outs": ["${item.dir}/model.pt", {"${item.dir}/metrics.json": {"cache": False}}],
+            "outs": ["${item.dir}/model.pt", "${item.dir}/train_curve.png", {"${item.dir}/metrics.json": {"cache": False}}],
             "plots": [{"${item.dir}/train_log.csv": {"x": "epoch", "y": "loss", "cache": False}}]}},
         "evaluate": {"foreach": by, "do": {
             "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {run_args} --model ${{item.dir}}/model.pt "

@@ -2,7 +2,7 @@
 """train: RFS supervised pre-training of the evaluation network of a genotype on all base classes.
 
 Writes model.pt (a state_dict; load with torch.load(weights_only=True)), train_log.csv (epoch, loss, accuracy,
-lr, seconds) and metrics.json (#params, training time, device). Checkpoints go to {out}/checkpoints/ every epoch;
+lr, seconds), train_curve.png and metrics.json (#params, training time, device). Checkpoints go to {out}/checkpoints/ every epoch;
 a killed or preempted run (SIGTERM/SIGUSR1 -> checkpoint and exit 75) resumes to identical weights.
 """
 import sys
@@ -31,7 +31,7 @@ def main(args, cfg):
     metrics = write_outputs(model, state, out, device) | {"device": device_name(), "n_classes": data.n_classes,
                                                           "cells": tc.cells, "channels": tc.channels}
     write_json_atomic(out / "metrics.json", metrics)
-    prov.write([out / "model.pt", out / "train_log.csv", out / "metrics.json"])
+    prov.write([out / "model.pt", out / "train_log.csv", out / "train_curve.png", out / "metrics.json"])
 
 
 if __name__ == "__main__":

@@ -119,6 +119,17 @@ def test_dvc_repro_prepare_data_then_no_op(tmp_path):
     second = subprocess.run([str(BIN / "dvc"), "repro", "prepare_data@synthetic"], cwd=wd, env=env,
                             capture_output=True, text=True)
     assert second.returncode == 0 and "didn't change, skipping" in second.stdout, second.stdout
+    # tamper with a prepared file: dvc status and the audit name the same file
+    victim = "data/prepared-tiny/synthetic/train_images.npy"
+    with open(wd / victim, "ab") as f:
+        f.write(b"\0")
+    status = subprocess.run([str(BIN / "dvc"), "status", "prepare_data@synthetic"], cwd=wd, env=env,
+                            capture_output=True, text=True)
+    assert "modified" in status.stdout and victim in status.stdout, status.stdout
+    flags = ["--allow-dirty"] if _dirty() else []
+    proc = run_script(ROOT / "scripts/audit.py", victim, "--quiet", *flags, cwd=wd, check=False)
+    named = {line.split(":")[1].strip() for line in proc.stderr.splitlines() if line.startswith("audit:")}
+    assert proc.returncode == 1 and named == {victim}, proc.stderr
 
 
 def test_dvc_yaml_is_generated_from_the_smoke_config(tmp_path):
@@ -152,3 +163,11 @@ def test_dvc_stages_match_the_snakemake_jobs(tiny_run, tmp_path):
     log = "".join(p.read_text() for p in (tiny_run / ".snakemake/log").glob("*.log"))
     ran = {line.split("rule ")[1].rstrip(":") for line in log.splitlines() if line.strip().startswith(("rule ", "localrule "))}
     assert ran - {"all"} == {n.split("@")[0] for n in smk_nodes}
+
+
+def test_snakemake_report_has_tables_cells_and_training_curves(tiny_run):
+    snakemake("--report", "report.html", "--configfile", "tests/configs/tiny.yaml", cwd=tiny_run)
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    assert (tiny_run / "results/tiny/synthetic/metantk/cells5/seed0/train_curve.png").stat().st_size > 1000
+    for needle in ("train_curve.png", "cell_normal.png", "table1.csv", "Training curves"):
+        assert needle in html, needle

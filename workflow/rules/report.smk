@@ -8,7 +8,8 @@ rule tables:
         metrics=[f"{RES}/{r.path}/metrics.json" for r in RUNS],
         literature=config["tables"]["literature"],
     output:
-        [f"{RES}/tables/{f}" for f in TABLE_FILES],
+        [report(f"{RES}/tables/{f}", caption="../report/tables.rst", category="Tables") if f.endswith(".csv")
+         else f"{RES}/tables/{f}" for f in TABLE_FILES],
     params:
         cfg=params_hash("tables"),
     log:

@@ -29,7 +29,8 @@ rule export_genotype:
     output:
         genotype=f"{RUN_DIR}/genotype.json",
         text=f"{RUN_DIR}/genotype.txt",
-        diagram=f"{RUN_DIR}/cell_normal.png",
+        diagram=report(f"{RUN_DIR}/cell_normal.png", caption="../report/cell.rst", category="Cells",
+                       subcategory="{dataset} {method} {cells} cells"),
     wildcard_constraints:
         method=SEARCHED,
     params:
@@ -52,7 +53,8 @@ rule published_genotype:
     output:
         genotype=f"{RUN_DIR}/genotype.json",
         text=f"{RUN_DIR}/genotype.txt",
-        diagram=f"{RUN_DIR}/cell_normal.png",
+        diagram=report(f"{RUN_DIR}/cell_normal.png", caption="../report/cell.rst", category="Cells",
+                       subcategory="{dataset} {method} {cells} cells"),
     wildcard_constraints:
         method="metanas",
     params:

@@ -6,6 +6,8 @@ rule train:
     output:
         model=f"{RUN_DIR}/model.pt",
         log_csv=f"{RUN_DIR}/train_log.csv",
+        curve=report(f"{RUN_DIR}/train_curve.png", caption="../report/train_curve.rst", category="Training curves",
+                     subcategory="{dataset} {method} {cells} cells"),
         metrics=f"{RUN_DIR}/metrics.json",
     params:
         out=lambda w: RUN_DIR.format(**w),
