@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# System packages the integration tests need: a TeX distribution (the tables' .tex must compile with pdflatex).
+# System packages the integration tests need: a TeX distribution (the tables' .tex must compile with pdflatex)
+# and a single-node SLURM (slurmctld, slurmd, slurm-client, munge; see tests/slurm/start.sh).
 # Usage: .ci/system-deps.sh [--best-effort]   (best effort: skip quietly when not root or apt-get is missing)
 set -euo pipefail
 best_effort=${1:-}
 need=()
 command -v pdflatex >/dev/null 2>&1 || need+=(texlive-latex-base texlive-latex-recommended texlive-fonts-recommended lmodern)
+command -v slurmctld >/dev/null 2>&1 || need+=(slurmctld)
+command -v slurmd >/dev/null 2>&1 || need+=(slurmd)
+command -v sbatch >/dev/null 2>&1 || need+=(slurm-client)
+command -v munged >/dev/null 2>&1 || need+=(munge)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   if [ "$best_effort" = "--best-effort" ]; then
