@@ -47,7 +47,7 @@ def build(cfg, configfiles):
             "deps": ["scripts/search.py", "src/metantk_nas/search", "src/metantk_nas/kernels", "src/metantk_nas/nas",
                      f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(files_with("search"), ["search"]),
-            "outs": ["${item.dir}/search.json", {"${item.dir}/cost.json": {"cache": False}}]}},
+            "outs": ["${item.dir}/search.json", "${item.dir}/cost.json"]}},
         "export_genotype": {"foreach": searched, "do": {
             "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --search ${{item.dir}}/search.json "
                    f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
@@ -60,21 +60,21 @@ def build(cfg, configfiles):
             "deps": ["scripts/train.py", "src/metantk_nas/fsl/train.py", "${item.dir}/genotype.json",
                      f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(files_with("train"), ["train"]),
-            "outs": ["${item.dir}/model.pt", "${item.dir}/train_curve.png", {"${item.dir}/metrics.json": {"cache": False}}],
-            "plots": [{"${item.dir}/train_log.csv": {"x": "epoch", "y": "loss", "cache": False}}]}},
+            "outs": ["${item.dir}/model.pt", "${item.dir}/train_curve.png", "${item.dir}/metrics.json"],
+            "plots": [{"${item.dir}/train_log.csv": {"x": "epoch", "y": "loss"}}]}},
         "evaluate": {"foreach": by, "do": {
             "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {run_args} --model ${{item.dir}}/model.pt "
                    f"--genotype ${{item.dir}}/genotype.json --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
             "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.dir}/model.pt",
                      "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(files_with("evaluate"), ["evaluate"]),
-            "metrics": [{"${item.dir}/fewshot.json": {"cache": False}}]}},
+            "metrics": ["${item.dir}/fewshot.json"]}},
         "tables": {
             "cmd": f"{PY} scripts/tables.py --configfile {cf} --results {res} --out {res}/tables",
             "deps": ["scripts/tables.py", "src/metantk_nas/report/tables.py", cfg["tables"]["literature"],
                      *[f"{v['dir']}/fewshot.json" for v in by.values()], *[f"{v['dir']}/metrics.json" for v in by.values()]],
             "params": stage_params(files_with("tables"), ["tables"]),
-            "outs": [{f"{res}/tables": {"cache": False}}]},
+            "outs": [f"{res}/tables"]},
     }
     if published:
         stages["published_genotype"] = {"foreach": published, "do": {

@@ -171,3 +171,4 @@ def test_snakemake_report_has_tables_cells_and_training_curves(tiny_run):
     assert (tiny_run / "results/tiny/synthetic/metantk/cells5/seed0/train_curve.png").stat().st_size > 1000
     for needle in ("train_curve.png", "cell_normal.png", "table1.csv", "Training curves"):
         assert needle in html, needle
+
