@@ -79,11 +79,10 @@ class Scorer:
     def __init__(self, cfg: SearchConfig, train: PreparedSplit, device: torch.device):
         self.cfg, self.train, self.device = cfg, train, device
         self.dtype = torch.float64 if cfg.grad_dtype == "float64" else torch.float32
-        norm = "none" if cfg.norm == "none" else cfg.norm
         self.init = "default" if cfg.fidelity.default_init else "kaiming_normal"
         self.kernel_net: SuperNet | None = None
         if cfg.method in ("metantk", "tenas"):
-            self.kernel_net = SuperNet(cfg.channels, cfg.cells, train.n_classes, norm).to(device, self.dtype)
+            self.kernel_net = SuperNet(cfg.channels, cfg.cells, train.n_classes, cfg.norm).to(device, self.dtype)
         lr = cfg.linear_regions
         self.thin = SuperNet(lr.channels, 2, train.n_classes, "batchnorm", in_channels=1, use_stem=False).to(device)
         self.thin.train()
