@@ -42,7 +42,10 @@ def main(args, cfg):
                                    **stage_config_subset(cfg, "evaluate")}, seed=ec.seed)
     prov.add_inputs([args.model, args.genotype, prepared / "manifest.json", prepared / "test_images.npy",
                      prepared / "test_labels.npy"])
-    result = evaluate(model, test, ec, device, progress=not args.no_progress)
+    try:
+        result = evaluate(model, test, ec, device, progress=not args.no_progress)
+    except FloatingPointError as e:
+        raise PipelineError(f"{args.model}: {e}") from None
     summary = {f"acc_{k}": v["mean"] for k, v in result.items()} | {f"ci95_{k}": v["ci95"] for k, v in result.items()}
     write_json_atomic(out / "fewshot.json", summary | {"device": device_name(), "results": result})
     prov.write([out / "fewshot.json"])

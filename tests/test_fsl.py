@@ -157,6 +157,26 @@ def test_batched_solver_reaches_the_sklearn_optimum():
         assert np.allclose(probs, clf.predict_proba(x[e]), atol=1e-4)
 
 
+def test_batched_solver_handles_repeated_support_vectors():
+    """Identical augmented copies make the support gram singular; the solver still reaches sklearn's optimum, and
+    non-finite features are refused rather than fitted."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(2, 5, 30))
+    base /= np.linalg.norm(base, axis=-1, keepdims=True)
+    x = np.repeat(base, 5, axis=1)                      # 25 rows, rank 5
+    y = np.tile(np.repeat(np.arange(5), 5), (2, 1))
+    w, b = fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=1.0)
+    for e in range(2):
+        clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-10).fit(x[e], y[e])
+        probs = torch.softmax(torch.as_tensor(x[e]) @ w[e].T + b[e], -1).numpy()
+        assert np.allclose(probs, clf.predict_proba(x[e]), atol=1e-4)
+    x[1, 3, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=1.0)
+
+
 def test_evaluation_is_deterministic(trained, tiny_prepared):
     test = load_split(tiny_prepared, "test")
     a = evaluate(trained, test, ecfg(episodes=10), CPU, progress=False)
@@ -164,3 +184,13 @@ def test_evaluation_is_deterministic(trained, tiny_prepared):
     assert a == b
     assert set(a) == {"1shot", "5shot"} and len(a["5shot"]["per_episode"]) == 10
     assert a["1shot"]["mean"] != evaluate(trained, test, ecfg(episodes=10, seed=7), CPU, progress=False)["1shot"]["mean"]
+
+
+def test_nan_weights_fail_evaluation_clearly(trained, tiny_prepared):
+    import copy
+
+    broken = copy.deepcopy(trained)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite features"):
+        evaluate(broken, load_split(tiny_prepared, "test"), ecfg(episodes=2), CPU, progress=False)

@@ -3,8 +3,8 @@ logistic regression (L2, C) fitted on the augmented support set, accuracy on the
 (t distribution) over episodes.
 
 The ``batched`` solver fits all episodes of a chunk at once with Newton-CG in the support set's row space:
-with X = U S V^T (thin SVD), W = B V^T leaves the logits of the support and ||W|| unchanged, so the problem has
-K (r + 1) unknowns, r <= n.  ``sklearn`` fits scikit-learn's LogisticRegression per episode (the reference).
+with X = Z M (Z the Cholesky factor of the n x n gram X X^T, so M = Z^-1 X has orthonormal rows), W = B M leaves the logits of the support and ||W|| unchanged, and the optimum has this form (the ridge pulls every
+component orthogonal to the support to zero), so the problem has K (n + 1) unknowns instead of K (d + 1).  ``sklearn`` fits scikit-learn's LogisticRegression per episode (the reference).
 """
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ def _objective(z: torch.Tensor, y1h: torch.Tensor, theta: torch.Tensor, inv_c: f
     return -(y1h * F.log_softmax(logits, -1)).sum((1, 2)) + 0.5 * inv_c * (w ** 2).sum((1, 2))
 
 
-def _cg(hvp, g: torch.Tensor, iters: int, tol: float) -> torch.Tensor:
-    """Batched conjugate gradients for H d = g (one system per episode)."""
+def _cg(hvp, g: torch.Tensor, iters: int, tol: torch.Tensor) -> torch.Tensor:
+    """Batched conjugate gradients for H d = g (one system per episode), to relative residual ``tol`` (per episode)."""
     d = torch.zeros_like(g)
     r = g.clone()
     p = r.clone()
     rs = (r * r).sum((1, 2))
-    stop = tol * tol * rs.clamp_min(1e-300)
+    stop = tol * tol * rs
     for _ in range(iters):
         hp = hvp(p)
         alpha = rs / (p * hp).sum((1, 2)).clamp_min(1e-300)
@@ -60,18 +60,38 @@ def _cg(hvp, g: torch.Tensor, iters: int, tol: float) -> torch.Tensor:
     return d
 
 
+def _row_space(x: torch.Tensor, jitter: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (E, n, d) -> z (E, n, n) lower triangular, with x x^T + jitter I = z z^T (Cholesky of the n x n gram).
+
+    Then m = z^-1 x has orthonormal rows up to the jitter, x = z m, and W = B m maps the reduced problem in z back.
+    The jitter (relative to the largest squared feature norm) keeps repeated support vectors factorable; it moves
+    the problem by O(jitter).  An order of magnitude cheaper than an SVD of x or an eigendecomposition of the gram.
+    """
+    gram = x @ x.transpose(1, 2)
+    scale = gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-300)
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    z, info = torch.linalg.cholesky_ex(gram + (jitter * scale)[:, None, None] * eye)
+    if bool((info != 0).any()):
+        raise FloatingPointError("support gram not positive definite (non-finite features?)")
+    return z
+
+
 def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
-                       tol: float = 1e-10, cg_iters: int = 200, cg_tol: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+                       gtol: float = 1e-9, cg_iters: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit E independent problems min_W,b sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C).
 
-    x: (E, n, d), y: (E, n) -> W (E, K, d), b (E, K).  Float64 Newton-CG (Hessian-vector products, never the
-    Hessian) with a backtracking line search, in the row space of each episode's support set.
+    x: (E, n, d), y: (E, n) -> W (E, K, d), b (E, K).  Float64 inexact Newton-CG (Hessian-vector products, never
+    the Hessian; CG to the forcing tolerance min(0.5, sqrt(|g| / |g0|)), Nocedal & Wright Alg. 7.1) with a
+    backtracking line search, in the row space of each episode's support set, until |g| <= gtol |g0| everywhere.
     """
     x = x.double()
     e, n, d = x.shape
     k = n_classes
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)          # x = u diag(s) vh
-    z = u * s[:, None, :]                                           # (E, n, r)
+    low = _row_space(x)
+    # centre the support: with b' = b + W zbar the problem is unchanged (b is not penalised), and the intercept
+    # column no longer nearly coincides with the features' common direction, which conditions the Newton system
+    zbar = low.mean(1, keepdim=True)
+    z = low - zbar
     r = z.shape[-1]
     zt = torch.cat([z, torch.ones(e, n, 1, dtype=z.dtype, device=z.device)], -1)   # (E, n, r+1)
     y1h = F.one_hot(y.long(), k).double()
@@ -80,30 +100,39 @@ def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: floa
     reg = torch.full((k, r + 1), inv_c, dtype=torch.float64, device=x.device)
     reg[:, -1] = 1e-10  # the intercept is not penalised; a tiny ridge fixes the softmax's shift invariance
     f = _objective(z, y1h, theta, inv_c)
+    g0 = None
     for _ in range(iters):
         p = torch.softmax(torch.einsum("enr,ekr->enk", zt, theta), -1)
         grad = torch.einsum("enk,enr->ekr", p - y1h, zt)
         grad[..., :-1] += inv_c * theta[..., :-1]
+        gnorm = grad.flatten(1).norm(dim=1)
+        g0 = gnorm if g0 is None else g0
+        rel = gnorm / g0.clamp_min(1e-300)
+        if bool((rel <= gtol).all()):
+            break
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             sv = torch.einsum("enr,ekr->enk", zt, v)
             av = p * sv - p * (p * sv).sum(-1, keepdim=True)
             return torch.einsum("enk,enr->ekr", av, zt) + reg * v
 
-        step = _cg(hvp, grad, cg_iters, cg_tol)
+        step = _cg(hvp, grad, cg_iters, rel.sqrt().clamp(max=0.5))
         t = torch.ones(e, 1, 1, dtype=torch.float64, device=x.device)
         for _ in range(30):
             f_new = _objective(z, y1h, theta - t * step, inv_c)
-            bad = f_new > f + 1e-12
+            bad = f_new > f + 1e-12 * f.abs()
             if not bad.any():
                 break
             t = torch.where(bad[:, None, None], t * 0.5, t)
+        else:
+            f_new = _objective(z, y1h, theta - t * step, inv_c)
         theta = theta - t * step
-        f_prev, f = f, _objective(z, y1h, theta, inv_c)
-        if (f_prev - f).abs().max() < tol * max(1.0, float(f.abs().max())):
-            break
-    w = torch.einsum("ekr,erd->ekd", theta[..., :-1], vh)
-    return w, theta[..., -1]
+        f = f_new
+    # W = B L^-1 x: solve L^T Y^T = B^T, then Y x; b = b' - B zbar
+    b = theta[..., -1] - torch.einsum("ekr,er->ek", theta[..., :-1], zbar[:, 0])
+    y_ = torch.linalg.solve_triangular(low.transpose(1, 2), theta[..., :-1].transpose(1, 2), upper=True)
+    w = y_.transpose(1, 2) @ x
+    return w, b
 
 
 def predict_batched(w: torch.Tensor, b: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -147,7 +176,10 @@ class FeatureExtractor:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.model.eval()
         out = [self.model.features(x[i:i + self.batch].to(self.device)).float().cpu() for i in range(0, len(x), self.batch)]
-        return l2_normalise(torch.cat(out))
+        feats = torch.cat(out)
+        if not bool(torch.isfinite(feats).all()):
+            raise FloatingPointError("the network produces non-finite features (NaN/inf weights?)")
+        return l2_normalise(feats)
 
 
 def episode_features(extract: FeatureExtractor, test: PreparedSplit, cfg: EvalConfig, shots: int,
@@ -169,7 +201,7 @@ def episode_features(extract: FeatureExtractor, test: PreparedSplit, cfg: EvalCo
 
 
 def accuracies(sup_f: list[torch.Tensor], sup_y: list[np.ndarray], qfeat: list[torch.Tensor], q_y: list[np.ndarray],
-               ways: int, C: float, solver: str, chunk: int = 50) -> np.ndarray:
+               ways: int, C: float, solver: str, chunk: int = 25) -> np.ndarray:
     acc = np.empty(len(sup_f))
     if solver == "sklearn":
         for i in range(len(sup_f)):
