@@ -190,3 +190,48 @@ def test_train_augment_deterministic_per_generator():
     a = aug(imgs, torch.Generator().manual_seed(5))
     b = aug(imgs, torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and not torch.equal(a, aug(imgs, torch.Generator().manual_seed(6)))
+
+
+def _pil_jitter(img: np.ndarray, factors, order) -> np.ndarray:
+    """The original's per-image ColorJitter on PIL images (ImageEnhance, uint8 between steps)."""
+    from PIL import Image, ImageEnhance
+
+    im = Image.fromarray(img)
+    enhance = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+    for op in order:
+        im = enhance[int(op)](im).enhance(float(factors[int(op)]))
+    return np.asarray(im)
+
+
+def test_train_augment_matches_a_pil_per_image_reference():
+    """The batched uint8 path (crop + flip + jitter + normalise) against crop/flip by slicing and PIL's ImageEnhance
+    per image with the same draws: equal up to PIL's uint8 rounding between the jitter steps."""
+    rng = np.random.default_rng(3)
+    imgs = rng.integers(0, 256, size=(16, 20, 20, 3), dtype=np.uint8)
+    mean, std = (0.4, 0.45, 0.5), (0.2, 0.25, 0.3)
+    out = T.TrainAugment(20, 4, 0.4, mean, std)(imgs, torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(9)                     # replay the draws in the documented order
+    oy = torch.randint(0, 20 + 8 - 20 + 1, (16,), generator=g).tolist()
+    ox = torch.randint(0, 20 + 8 - 20 + 1, (16,), generator=g).tolist()
+    flip = (torch.rand(16, generator=g) < 0.5).tolist()
+    factors, order = T.jitter_params(16, 0.4, g)
+    padded = np.pad(imgs, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    ref = []
+    for i in range(16):
+        win = padded[i, oy[i]:oy[i] + 20, ox[i]:ox[i] + 20]
+        win = np.ascontiguousarray(win[:, ::-1] if flip[i] else win)
+        ref.append(_pil_jitter(win, factors[i].numpy(), order[i].numpy()))
+    ref = torch.as_tensor(np.stack(ref)).permute(0, 3, 1, 2).float()
+    ours = out * torch.tensor(std).view(1, 3, 1, 1) * 255 + torch.tensor(mean).view(1, 3, 1, 1) * 255
+    diff = ours - ref
+    # PIL truncates to uint8 after each of the three blends, so it sits about one grey level below on average
+    assert float(diff.abs().max()) <= 5.0 and 0.0 <= float(diff.mean()) <= 1.5
+    assert sum(flip) not in (0, 16) and len(set(map(tuple, order.tolist()))) > 1   # the draw exercised both cases
+
+
+def test_fused_crop_flip_equals_the_separate_transforms():
+    imgs = torch.as_tensor(np.random.default_rng(4).integers(0, 256, size=(8, 12, 12, 3), dtype=np.uint8))
+    fused = T.crop_flip_to_float(imgs, 10, 2, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    separate = T.random_hflip(T.random_crop(imgs, 10, 2, g, channels_last=True), g, channels_last=True)
+    assert torch.equal(fused, separate.permute(0, 3, 1, 2).float())

@@ -67,34 +67,72 @@ def random_hflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5, channels
     return x
 
 
+def crop_flip_to_float(u8: torch.Tensor, size: int, padding: int, gen: torch.Generator, p: float = 0.5,
+                       device: str | torch.device = "cpu") -> torch.Tensor:
+    """``random_crop`` then ``random_hflip`` on uint8 (N, H, W, 3), returned as float (N, 3, size, size) in 0..255.
+
+    The same random draws in the same order as the two functions, so the same images; but one converting copy
+    per image writes the (flipped) window straight into the NCHW float batch.
+    """
+    n, h, w = u8.shape[:3]
+    hp, wp = h + 2 * padding, w + 2 * padding
+    if hp < size or wp < size:
+        raise ValueError(f"crop {size} larger than padded image {hp}x{wp}")
+    oy = torch.randint(0, hp - size + 1, (n,), generator=gen).tolist()
+    ox = torch.randint(0, wp - size + 1, (n,), generator=gen).tolist()
+    flip = (torch.rand(n, generator=gen) < p).tolist()
+    u8 = u8.to(device)
+    if padding:
+        u8 = F.pad(u8, (0, 0, padding, padding, padding, padding))
+    out = torch.empty(n, u8.shape[3], size, size, device=u8.device)
+    for i, (a, b, fl) in enumerate(zip(oy, ox, flip)):
+        win = u8[i, a:a + size, b:b + size].permute(2, 0, 1)
+        out[i].copy_(win.flip(-1) if fl else win)
+    return out
+
+
 _GRAY = (0.299, 0.587, 0.114)
 
 
-def _grayscale(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+def jitter_params(n: int, strength: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: brightness, contrast and saturation factors in [1-s, 1+s] (n, 3), and the order (n, 3) in which
+    the three are applied (a random permutation of 0 = brightness, 1 = contrast, 2 = saturation)."""
+    lo, hi = max(0.0, 1 - strength), 1 + strength
+    factors = torch.stack([_uniform(n, lo, hi, gen) for _ in range(3)], 1)
+    order = torch.argsort(torch.rand(n, 3, generator=gen), dim=1)
+    return factors, order
 
 
-def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of (N, 3, H, W) as (N, 1, H, W), plane by plane (contiguous, vectorised)."""
+    g = x[:, 0:1] * _GRAY[0]
+    g.add_(x[:, 1:2], alpha=_GRAY[1]).add_(x[:, 2:3], alpha=_GRAY[2])
+    return g
+
+
+def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator, bound: float = 1.0,
+                 inplace: bool = False) -> torch.Tensor:
     """Brightness, contrast and saturation jitter with factors in [1-s, 1+s], in a random order per image.
 
     Each is a blend ``f x + (1 - f) ref`` with ref = 0 (brightness), the mean grey level (contrast) or the grey
-    image (saturation), clamped to [0, 1] after every step, as torchvision's ColorJitter.
+    image (saturation), clamped to [0, bound] after every step, as torchvision's ColorJitter.  ``x`` is float
+    (N, 3, H, W); it is overwritten with ``inplace``, else a new tensor is returned.  Per step: one grey image and three in-place passes, batched over images.
     """
     if strength <= 0:
         return x
     n = x.shape[0]
-    lo, hi = max(0.0, 1 - strength), 1 + strength
-    factors = torch.stack([_uniform(n, lo, hi, gen) for _ in range(3)], 1).to(x.device)  # (n, 3)
-    order = torch.argsort(torch.rand(n, 3, generator=gen), dim=1).to(x.device)           # random permutation
-    x = x.clone()
+    factors, order = (t.to(x.device) for t in jitter_params(n, strength, gen))
+    per_image = (n, 1, 1, 1)
+    out = x if inplace else x.clone()
     for step in range(3):
-        op = order[:, step].view(n, 1, 1, 1)
-        f = factors.gather(1, order[:, step:step + 1]).view(n, 1, 1, 1)
-        gray = _grayscale(x)
-        ref = torch.where(op == 2, gray, gray.mean(dim=(2, 3), keepdim=True) * (op == 1))  # 0 for brightness
-        x.mul_(f).add_(ref.mul_(1 - f)).clamp_(0, 1)
-    return x
+        op = order[:, step]
+        f = factors.gather(1, op[:, None]).view(per_image).to(x.dtype)
+        gray = _gray(out)
+        sat, con = (op == 2).view(per_image).to(x.dtype), (op == 1).view(per_image).to(x.dtype)
+        ref = gray.mean(dim=(2, 3), keepdim=True).mul_(con)
+        ref = gray.mul_(sat).add_(ref)                                       # 0 for brightness
+        out.mul_(f).add_(ref.mul_(1 - f)).clamp_(0, bound)
+    return out
 
 
 @dataclass(frozen=True)
@@ -109,17 +147,20 @@ class TrainAugment:
 
     def __call__(self, images: np.ndarray | torch.Tensor, gen: torch.Generator, device: str | torch.device = "cpu") -> torch.Tensor:
         """Crop and flip on the uint8 images (cheap, and flip commutes with the jitter), then float ops."""
-        u8 = torch.from_numpy(np.array(images, copy=True)) if isinstance(images, np.ndarray) else images
+        u8 = torch.from_numpy(np.require(images, requirements=["C", "W"])) if isinstance(images, np.ndarray) else images
         if u8.shape[1] != self.size:
             x = resize(to_float(u8, device), self.size)
             x = random_crop(x, self.size, self.padding, gen)
             x = random_hflip(x, gen)
-        else:
-            u8 = random_crop(u8, self.size, self.padding, gen, channels_last=True)
-            u8 = random_hflip(u8, gen, channels_last=True)
-            x = to_float(u8, device)
-        x = color_jitter(x, self.jitter, gen)
-        return normalize(x, self.mean, self.std)
+            return normalize(color_jitter(x, self.jitter, gen), self.mean, self.std)
+        # uint8 path: crop, flip and convert to NCHW float in one copy per image, jitter on 0..255 (the blends are
+        # scale-free), then normalise in place with the 1/255 folded into the scale
+        x = crop_flip_to_float(u8, self.size, self.padding, gen, device=device)
+        c = x.shape[1]
+        out = color_jitter(x, self.jitter, gen, bound=255.0, inplace=True)
+        mean = torch.tensor(self.mean, dtype=out.dtype, device=out.device).view(1, c, 1, 1)
+        std = torch.tensor(self.std, dtype=out.dtype, device=out.device).view(1, c, 1, 1)
+        return out.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
 @dataclass(frozen=True)
