@@ -103,15 +103,154 @@ def test_second_snakemake_run_is_a_no_op(tiny_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_dvc_repro_prepare_data_then_no_op(tmp_path):
-    wd = _copy_tree(tmp_path)
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    shutil.copytree(ROOT / "src", wd / "src")
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+
+def dvc(wd, *args, check=True):
+    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=wd, env=ENV, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)}: " + proc.stdout[-3000:] + proc.stderr[-3000:])
+    return proc
+
+
+def ran_stages(proc) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", proc.stdout))
+
+
+def _dvc_repo(dest: Path) -> Path:
+    """A fresh git + DVC repository holding the pipeline, with dvc.yaml generated for the tiny config."""
+    dest.mkdir(parents=True, exist_ok=True)
+    wd = _copy_tree(dest)
+    shutil.copytree(ROOT / "src", wd / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for cmd in (["git", "init", "-q"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q",
                                           "--allow-empty", "-m", "init"], [str(BIN / "dvc"), "init", "-q"]):
-        subprocess.run(cmd, cwd=wd, check=True, env=env, capture_output=True)
+        subprocess.run(cmd, cwd=wd, check=True, env=ENV, capture_output=True)
     run_script(ROOT / "scripts/make_dvc.py", "--configfile", "config/config.yaml", "tests/configs/tiny.yaml",
                "--out", "dvc.yaml", cwd=wd)
+    return wd
+
+
+@pytest.fixture(scope="module")
+def dvc_run(tmp_path_factory):
+    """`dvc repro` of the whole tiny DAG (every stage, sequentially), as a user would run it."""
+    wd = _dvc_repo(tmp_path_factory.mktemp("dvc") / "repo")
+    proc = dvc(wd, "repro")
+    return wd, proc
+
+
+def _stages(wd) -> set[str]:
+    import yaml
+
+    out = set()
+    for name, st in yaml.safe_load((wd / "dvc.yaml").read_text())["stages"].items():
+        out |= {f"{name}@{k}" for k in st["foreach"]} if "foreach" in st else {name}
+    return out
+
+
+def test_dvc_repro_runs_the_whole_dag_then_is_a_no_op(dvc_run):
+    wd, first = dvc_run
+    assert ran_stages(first) == _stages(wd)
+    assert (wd / "results/tiny/tables/table1.tex").stat().st_size > 0
+    second = dvc(wd, "repro")
+    assert ran_stages(second) == set() and "up to date" in second.stdout, second.stdout
+    metrics = json.loads(dvc(wd, "metrics", "show", "--json").stdout)
+    shown = json.dumps(metrics)
+    assert "acc_1shot" in shown and "results/tiny/synthetic/metantk/cells5/seed0/fewshot.json" in shown
+    plots = dvc(wd, "plots", "show", "--json").stdout
+    assert "train_log.csv" in plots
+
+
+def test_dvc_push_and_pull_round_trip_every_artifact(dvc_run, tmp_path):
+    import yaml
+
+    wd, _ = dvc_run
+    lock = yaml.safe_load((wd / "dvc.lock").read_text())["stages"]
+    outs = {o["path"]: o["md5"] for st in lock.values() for o in st.get("outs", [])}
+    assert len(outs) > 20
+    dvc(wd, "remote", "add", "-f", "-d", "store", str(tmp_path / "remote"))
+    dvc(wd, "push")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    shutil.move(str(wd / "results"), saved / "results")
+    shutil.move(str(wd / "data"), saved / "data")
+    shutil.rmtree(wd / ".dvc/cache")
+    assert "deleted" in dvc(wd, "status").stdout
+    dvc(wd, "pull")
+    for path in outs:
+        a, b = wd / path, saved / path
+        if a.is_dir():
+            assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir()), path
+            for f in a.iterdir():
+                assert f.read_bytes() == (b / f.name).read_bytes(), f
+        else:
+            assert a.read_bytes() == b.read_bytes(), path
+    assert ran_stages(dvc(wd, "repro")) == set()
+
+
+def snakemake_dag(wd, configfile: str) -> tuple[set[str], set[tuple[str, str]]]:
+    """Jobs and edges of `snakemake --dag --forceall`, each job named as its DVC stage.
+
+    A dot label shows only the wildcards a job does not share with its dependencies, so a job's wildcards are
+    collected from its label and those of all its ancestors."""
+    from metantk_nas.config import Run
+
+    dot = snakemake("--dag", "--forceall", "--cores", "1", "--configfile", configfile, cwd=wd).stdout
+    labels = {i: lab.split("\\n") for i, lab in re.findall(r'^\s*(\d+)\[label = "([^"]*)"', dot, flags=re.M)}
+    edges = re.findall(r"^\s*(\d+) -> (\d+)$", dot, flags=re.M)
+    parents: dict[str, set[str]] = {i: set() for i in labels}
+    for a, b in edges:
+        parents[b].add(a)
+
+    def wildcards(i: str) -> dict[str, str]:
+        out = dict(kv.split(": ", 1) for kv in labels[i][1:])
+        for p in parents[i]:
+            out = {**wildcards(p), **out}
+        return out
+
+    def name(i: str) -> str:
+        rule, wc = labels[i][0], wildcards(i)
+        if rule in ("tables", "all"):
+            return rule
+        if rule == "prepare_data":
+            return f"prepare_data@{wc['dataset']}"
+        return f"{rule}@" + Run(wc["dataset"], wc["method"], int(wc["cells"]), int(wc["seed"])).tag
+
+    names = {i: name(i) for i in labels}
+    return ({n for n in names.values() if n != "all"},
+            {(names[a], names[b]) for a, b in edges if names[b] != "all"})
+
+
+def test_dvc_dag_equals_the_snakemake_dag(dvc_run):
+    """Same nodes and the same edges: DVC's stage graph (`dvc dag --dot`) against Snakemake's job graph for the
+    same config, after naming."""
+    wd, _ = dvc_run
+    dot = dvc(wd, "dag", "--dot").stdout
+    dvc_nodes = set(re.findall(r'^"([^"]+)";$', dot, flags=re.M))
+    dvc_edges = set(re.findall(r'^"([^"]+)" -> "([^"]+)";$', dot, flags=re.M))
+    smk_nodes, smk_edges = snakemake_dag(wd, "tests/configs/tiny.yaml")
+    assert smk_nodes == dvc_nodes
+    assert smk_edges == dvc_edges
+    assert {("train@synthetic-metanas-5-0", "evaluate@synthetic-metanas-5-0"),
+            ("published_genotype@synthetic-metanas-5-0", "train@synthetic-metanas-5-0"),
+            ("prepare_data@synthetic", "search@synthetic-metantk-5-0")} <= dvc_edges
+
+
+def test_dvc_train_param_change_reruns_only_train_evaluate_and_tables(dvc_run):
+    """Runs last: it edits the config of the shared repository."""
+    wd, _ = dvc_run
+    tiny = wd / "tests/configs/tiny.yaml"
+    tiny.write_text(tiny.read_text().replace("{lr: 0.05,", "{lr: 0.04,"))
+    before = {p: p.read_bytes() for p in (wd / "results/tiny").rglob("search.json")}
+    proc = dvc(wd, "repro")
+    stages = _stages(wd)
+    assert ran_stages(proc) == {s for s in stages if s.startswith(("train@", "evaluate@"))} | {"tables"}, proc.stdout
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert ran_stages(dvc(wd, "repro")) == set()
+
+
+def test_dvc_repro_prepare_data_then_no_op(tmp_path):
+    wd = _dvc_repo(tmp_path / "repo")
+    env = ENV
     first = subprocess.run([str(BIN / "dvc"), "repro", "prepare_data@synthetic"], cwd=wd, env=env,
                            capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -138,33 +277,6 @@ def test_dvc_yaml_is_generated_from_the_smoke_config(tmp_path):
     assert (tmp_path / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
 
 
-def test_dvc_stages_match_the_snakemake_jobs(tiny_run, tmp_path):
-    """The same nodes: every Snakemake job of the tiny DAG has exactly one DVC stage (after naming)."""
-    import yaml
-    from metantk_nas.config import iter_runs, load_config
-
-    run_script(ROOT / "scripts/make_dvc.py", "--configfile", "config/config.yaml", "tests/configs/tiny.yaml",
-               "--out", tmp_path / "dvc.yaml", cwd=tiny_run)
-    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
-    dvc_nodes = set()
-    for name, st in stages.items():
-        items = st.get("foreach")
-        dvc_nodes |= {f"{name}@{k}" for k in (items if isinstance(items, (list, dict)) else [])} if items else {name}
-    cfg = load_config([ROOT / "config/config.yaml", ROOT / "tests/configs/tiny.yaml"])
-    smk_nodes = {"prepare_data@synthetic", "tables"}
-    for r in iter_runs(cfg):
-        if r.method == "metanas":
-            smk_nodes.add(f"published_genotype@{r.tag}")
-        else:
-            smk_nodes |= {f"search@{r.tag}", f"export_genotype@{r.tag}"}
-        smk_nodes |= {f"train@{r.tag}", f"evaluate@{r.tag}"}
-    assert dvc_nodes == smk_nodes
-    # and Snakemake ran exactly those jobs
-    log = "".join(p.read_text() for p in (tiny_run / ".snakemake/log").glob("*.log"))
-    ran = {line.split("rule ")[1].rstrip(":") for line in log.splitlines() if line.strip().startswith(("rule ", "localrule "))}
-    assert ran - {"all"} == {n.split("@")[0] for n in smk_nodes}
-
-
 def test_snakemake_report_has_tables_cells_and_training_curves(tiny_run):
     snakemake("--report", "report.html", "--configfile", "tests/configs/tiny.yaml", cwd=tiny_run)
     html = (tiny_run / "report.html").read_text(errors="replace")
@@ -172,3 +284,28 @@ def test_snakemake_report_has_tables_cells_and_training_curves(tiny_run):
     for needle in ("train_curve.png", "cell_normal.png", "table1.csv", "Training curves"):
         assert needle in html, needle
 
+
+
+def test_killed_run_leaves_a_lock_with_an_unlock_hint(tmp_path):
+    """SIGKILL (an OOM kill, a node failure) leaves Snakemake's lock behind: the next run names `--unlock`, which
+    clears it, and `--rerun-incomplete` then plans the interrupted jobs again."""
+    import signal
+    import time
+
+    wd = _copy_tree(tmp_path)
+    args = [str(BIN / "snakemake"), "--cores", "1", "--configfile", "tests/configs/tiny.yaml"]
+    proc = subprocess.Popen(args, cwd=wd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    locks = wd / ".snakemake/locks"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (locks.is_dir() and any(locks.iterdir())):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(locks.iterdir())
+    target = "data/prepared-tiny/synthetic/manifest.json"   # a real (not dry) run checks the lock; keep it short
+    blocked = snakemake(target, "--cores", "1", "--configfile", "tests/configs/tiny.yaml", cwd=wd, check=False)
+    assert blocked.returncode != 0 and "--unlock" in blocked.stdout + blocked.stderr
+    snakemake("--unlock", "--cores", "1", "--configfile", "tests/configs/tiny.yaml", cwd=wd)
+    snakemake("-n", "--rerun-incomplete", "--cores", "1", "--configfile", "tests/configs/tiny.yaml", cwd=wd)

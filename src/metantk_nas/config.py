@@ -278,16 +278,41 @@ def iter_runs(cfg: Mapping[str, Any]) -> Iterator[Run]:
                         yield run
 
 
+# The config keys (dotted paths) each stage reads: Snakemake's params hashes, the provenance records and the
+# `params` of dvc.yaml are all derived from this one table.
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "prepare_data": ("data.datasets",),
+    "search": ("search",),
+    "export_genotype": ("export",),
+    "train": ("train",),
+    "evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter"),
+    "tables": ("tables", "grid"),
+}
+
+
+def _lookup(cfg: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def present_params(cfg: Mapping[str, Any], stage: str) -> list[str]:
+    """The stage's keys that ``cfg`` (for example one config file) sets."""
+    return [k for k in STAGE_PARAMS.get(stage, ()) if _lookup(cfg, k)[0]]
+
+
 def stage_config_subset(cfg: Mapping[str, Any], stage: str, dataset: str | None = None) -> dict[str, Any]:
     """The part of the config a stage reads (recorded in provenance, used as Snakemake params)."""
     if stage == "prepare_data":
         return {"dataset": cfg["data"]["datasets"][dataset]}
-    if stage == "search":
-        return {"search": cfg["search"]}
-    if stage == "train":
-        return {"train": cfg["train"]}
-    if stage == "evaluate":
-        return {"evaluate": cfg["evaluate"], "train": {k: cfg["train"][k] for k in ("image_size", "crop_padding", "color_jitter")}}
-    if stage == "tables":
-        return {"tables": cfg["tables"], "grid": cfg["grid"]}
-    return {}
+    out: dict[str, Any] = {}
+    for key in present_params(cfg, stage):
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _lookup(cfg, key)[1]
+    return out
