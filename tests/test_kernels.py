@@ -8,7 +8,7 @@ import torch.nn as nn
 from metantk_nas.kernels.linear_regions import (activation_patterns, count_by_hamming, count_unique_patterns,
                                                 relu_modules)
 from metantk_nas.kernels.metantk import condition_number, inner_operator, metantk
-from metantk_nas.kernels.ntk import kernel_parameter_names, ntk_fast, ntk_opacus
+from metantk_nas.kernels.ntk import ParamFilter, empirical_ntk, kernel_parameter_names, ntk_coupled, ntk_fast, ntk_opacus
 from metantk_nas.nas.networks import SuperNet, full_mask, init_weights_
 from metantk_nas.search.scoring import LogitsNet
 
@@ -103,6 +103,49 @@ def test_fast_and_opacus_backends_agree_in_float64():
     a, b = ntk_fast(ln, x, names), ntk_opacus(ln, x, names)
     assert torch.allclose(a, b, rtol=1e-6, atol=1e-10)
     assert condition_number(a) == pytest.approx(condition_number(b), rel=1e-6)
+
+
+def _te_nas_loop_ntk(module, x, names):
+    """TE-NAS's get_ntk_n: one train-mode forward of the batch, then backward(retain_graph) per sample."""
+    params = dict(module.named_parameters())
+    out = module(x)
+    rows = []
+    for i in range(len(x)):
+        g = torch.autograd.grad(out[i:i + 1].sum(), [params[n] for n in names], retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(gi if gi is not None else torch.zeros_like(params[n])).reshape(-1)
+                               for gi, n in zip(g, names)]))
+    grads = torch.stack(rows)
+    return grads @ grads.T
+
+
+def test_coupled_ntk_equals_te_nas_per_sample_backward_loop_with_train_mode_batchnorm():
+    net, head = _scored_net("batchnorm")
+    mask = full_mask()
+    mask[0, 1, 2] = False
+    ln = LogitsNet(net, mask, head).train()
+    x = torch.randn(7, 3, 8, 8)
+    names = kernel_parameter_names(ln, ln.live_parameter, ParamFilter(norm=True))
+    bn_weights = {f"{m}.weight" for m, mod in ln.named_modules() if isinstance(mod, nn.BatchNorm2d)}
+    assert bn_weights & set(names)                      # TE-NAS takes every "weight", BN gamma included
+    coupled = ntk_coupled(ln, x, names, chunk=3)
+    reference = _te_nas_loop_ntk(ln, x, names)
+    assert torch.allclose(coupled, reference, rtol=1e-9, atol=1e-12)
+    # the coupling is real: independent per-sample gradients give a different kernel
+    independent = ntk_fast(ln.eval(), x, names)
+    assert not torch.allclose(coupled, independent, rtol=1e-3)
+
+
+def test_coupled_equals_fast_without_batch_statistics_and_per_sample_backends_refuse_them():
+    net, head = _scored_net()
+    ln = LogitsNet(net, full_mask(), head)
+    x = torch.randn(6, 3, 8, 8)
+    names = kernel_parameter_names(ln, ln.live_parameter)
+    assert torch.allclose(ntk_coupled(ln, x, names), ntk_fast(ln, x, names), rtol=1e-9, atol=1e-12)
+    bn, bn_head = _scored_net("batchnorm")
+    bln = LogitsNet(bn, full_mask(), bn_head).train()
+    for backend in ("fast", "opacus"):
+        with pytest.raises(ValueError, match="batch statistics"):
+            empirical_ntk(bln, x, kernel_parameter_names(bln, bln.live_parameter), backend)
 
 
 def test_backends_rank_candidates_identically():

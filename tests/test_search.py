@@ -81,6 +81,15 @@ def test_every_method_gives_a_valid_genotype(method, tiny_prepared):
             assert len({inp for _, inp in node}) == 2 and all(0 <= inp < i + 2 for _, inp in node)
 
 
+@pytest.mark.parametrize("method", ["tenas", "metantk"])
+def test_batchnorm_kernels_use_the_coupled_backend(method, tiny_prepared, monkeypatch):
+    seen = []
+    real = scoring.empirical_ntk
+    monkeypatch.setattr(scoring, "empirical_ntk", lambda net, x, names, backend: seen.append(backend) or real(net, x, names, backend))
+    genotype, _ = run(replace(small_cfg(method), norm="batchnorm"), tiny_prepared)
+    assert genotype is not None and seen and set(seen) == {"coupled"}
+
+
 def test_linreg_never_computes_a_kernel(tiny_prepared, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a kernel was computed")

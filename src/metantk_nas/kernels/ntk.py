@@ -6,7 +6,10 @@ linear head), as the original (``params_types w``); biases and norm parameters a
 * ``fast``: ``torch.func`` — ``vmap(grad(g))`` over single samples on a ``functional_call`` of the module;
 * ``opacus``: Opacus' ``GradSampleModule`` (per-sample gradients from one backward pass), as the original.
 
-Both require per-sample independence (GroupNorm or no norm; not train-mode BatchNorm).
+Both require per-sample independence (GroupNorm or no norm) and refuse a train-mode BatchNorm.  TE-NAS keeps
+BatchNorm in train mode, so its "per-sample" gradient of sum_c f_c(x_n) flows through the batch statistics into
+every other sample (research §B.1); ``ntk_coupled`` computes exactly that: one forward of the whole batch, then
+the N vector-Jacobian products with cotangents e_n 1^T, vmapped (TE-NAS loops ``backward(retain_graph=True)``).
 """
 from __future__ import annotations
 
@@ -58,6 +61,35 @@ def gram_from_grads(grads: dict[str, torch.Tensor] | list[torch.Tensor]) -> torc
     return gram
 
 
+def has_batch_statistics(module: nn.Module) -> bool:
+    """Does the forward pass couple samples (a BatchNorm normalising with batch statistics)?"""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or not m.track_running_stats)
+               for m in module.modules())
+
+
+def _split_params(module: nn.Module, names: list[str]) -> tuple[dict, dict, dict]:
+    params = dict(module.named_parameters())
+    train_p = {n: params[n].detach() for n in names}
+    frozen = {n: p.detach() for n, p in params.items() if n not in train_p}
+    return train_p, frozen, dict(module.named_buffers())
+
+
+def ntk_coupled(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 8) -> torch.Tensor:
+    """NTK gram with cross-sample coupling (TE-NAS, train-mode BatchNorm): row n of the Jacobian of
+    G(theta) = [sum_c f_c(x_m; theta, batch)]_m, from one ordinary forward of the whole batch (running statistics
+    update as in TE-NAS) and batched VJPs with cotangents e_n (``is_grads_batched``, ``chunk`` rows at a time to
+    bound memory).  Without coupling it equals ``ntk_fast``."""
+    params = dict(module.named_parameters())
+    wrt = [params[n] for n in names]
+    with torch.enable_grad():
+        out = module(x).sum(-1)
+        eye = torch.eye(out.shape[0], dtype=out.dtype, device=out.device)
+        parts = [torch.autograd.grad(out, wrt, grad_outputs=eye[i:i + chunk], is_grads_batched=True,
+                                     retain_graph=i + chunk < len(eye), allow_unused=True, materialize_grads=True)
+                 for i in range(0, len(eye), chunk)]
+    return gram_from_grads([torch.cat([p[k] for p in parts]).detach() for k in range(len(wrt))])
+
+
 def ntk_fast(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tensor:
     """NTK gram with torch.func: per-sample gradients of sum_c f_c(x_n) w.r.t. the parameters ``names``.
 
@@ -65,10 +97,7 @@ def ntk_fast(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tens
     """
     from torch.func import functional_call, grad, vmap
 
-    params = dict(module.named_parameters())
-    buffers = dict(module.named_buffers())
-    train_p = {n: params[n].detach() for n in names}
-    frozen = {n: p.detach() for n, p in params.items() if n not in train_p}
+    train_p, frozen, buffers = _split_params(module, names)
 
     def g(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
         return functional_call(module, ({**frozen, **p}, buffers), (xi.unsqueeze(0),)).sum()
@@ -106,8 +135,15 @@ def ntk_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Te
 
 
 def empirical_ntk(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast") -> torch.Tensor:
+    """``backend``: fast | opacus (per-sample, independent samples) | coupled (batch statistics allowed)."""
+    if backend == "coupled":
+        return ntk_coupled(module, x, names)
+    if has_batch_statistics(module):
+        raise ValueError(f"the {backend!r} NTK backend needs independent samples, but the network normalises with "
+                         "batch statistics (train-mode BatchNorm); use search.norm: batchnorm, which selects the "
+                         "coupled backend, or a GroupNorm")
     if backend == "fast":
         return ntk_fast(module, x, names)
     if backend == "opacus":
         return ntk_opacus(module, x, names)
-    raise ValueError(f"unknown NTK backend {backend!r}; expected 'fast' or 'opacus'")
+    raise ValueError(f"unknown NTK backend {backend!r}; expected 'fast', 'opacus' or 'coupled'")

@@ -21,7 +21,7 @@ from ..data.readers import CIFAR10_MEAN, CIFAR10_STD
 from ..data import transforms as T
 from ..kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from ..kernels.metantk import condition_number, metantk
-from ..kernels.ntk import empirical_ntk, kernel_parameter_names
+from ..kernels.ntk import ParamFilter, empirical_ntk, kernel_parameter_names
 from ..nas.networks import SuperNet, init_weights_
 
 TASK_POOL_SEED = 0  # the original's fixed pool of tasks: task i is drawn with np.random.seed(i)
@@ -140,8 +140,11 @@ class Scorer:
         return head.to(self.device, self.dtype)
 
     def _gram(self, net: LogitsNet, x: torch.Tensor) -> torch.Tensor:
-        names = kernel_parameter_names(net, net.live_parameter)
-        return empirical_ntk(net, x, names, self.cfg.ntk_backend)
+        if self.cfg.norm == "batchnorm":
+            # TE-NAS: train-mode BatchNorm couples the samples; every parameter named "weight" (BN gamma too)
+            names = kernel_parameter_names(net, net.live_parameter, ParamFilter(norm=True))
+            return empirical_ntk(net.train(), x, names, "coupled")
+        return empirical_ntk(net, x, kernel_parameter_names(net, net.live_parameter), self.cfg.ntk_backend)
 
     def metantk_condition(self, mask: np.ndarray, batch: KernelBatch, head: nn.Linear) -> float:
         assert self.kernel_net is not None and self.cfg.kernel is not None
