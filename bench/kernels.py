@@ -8,13 +8,16 @@ On the supernet (C=48, 5 cells MAML / 8 cells ANIL, 30 samples at 32x32 by defau
       origin's weights, wrap with GradSampleModule, compute origin and candidate;
   (b) the backends alone on one kernel: fast vs opacus;
   (c) the floor: one forward + backward pass of the same batch;
-plus the linear-region count of one candidate. Peak memory (RSS growth on CPU, max allocated on CUDA) per item.
+plus the linear-region count of one candidate. Peak memory per item: growth of the resident set on CPU (sampled),
+max allocated on CUDA.
 
   python bench/kernels.py                 # paper size (slow on CPU: minutes)
   python bench/kernels.py --channels 8    # quick
 """
 import argparse
-import resource
+import gc
+import os
+import threading
 import time
 
 import numpy as np
@@ -36,10 +39,40 @@ def timed(fn, reps):
     return (time.perf_counter() - t0) / reps, out
 
 
-def peak_mb(device):
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class PeakMemory:
+    """Peak memory of one item: max allocated on CUDA; on CPU the peak growth of the process's resident set over
+    its value at entry, sampled every 5 ms by a thread (torch releases the GIL inside its kernels)."""
+
+    def __init__(self, device):
+        self.device, self.peak = device, 0.0
+
+    @staticmethod
+    def _rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss_mb() - self._base)
+            self._stop.wait(0.005)
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated() / 2**20
+        else:
+            gc.collect()
+            self._base, self._stop = self._rss_mb(), threading.Event()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated() / 2**20 - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
 
 
 def convert_bn_to_gn(module):
@@ -109,16 +142,16 @@ def main():
                          ("(b) backend fast, one kernel", lambda: ntk_fast(ln, x, names)),
                          ("(b) backend opacus, one kernel", lambda: ntk_opacus(ln, x, names)),
                          ("(c) floor: forward+backward", floor)):
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            rows[name] = (timed(fn, args.reps)[0], peak_mb(dev))
+            with PeakMemory(dev) as mem:
+                t = timed(fn, args.reps)[0]
+            rows[name] = (t, mem.peak)
         thin = SuperNet(1, 2, 64, "batchnorm", in_channels=1, use_stem=False).to(dev).train()
         xs = [torch.randn(1000, 1, 3, 3, device=dev) for _ in range(3)]
         lr_t, _ = timed(lambda: [count_unique_patterns(activation_patterns(lambda z: thin(z, m), relu_modules(thin), xs))
                                  for m in (mask, cand)], args.reps)
         print(f"\n{cells} cells, {inner.upper()} kernel")
         for name, (t, mem) in rows.items():
-            print(f"  {name:<42} {t:8.3f} s   peak {mem:8.0f} MB")
+            print(f"  {name:<42} {t:8.3f} s   peak +{mem:7.0f} MB")
         print(f"  {'linear regions, origin+candidate (3000 inputs)':<42} {lr_t:8.3f} s")
         o = rows["(a) original procedure (opacus)"][0]
         print(f"  ratio original/ours (a): {o / rows['(a) ours: mask + fast, origin+candidate'][0]:.2f}x; "
