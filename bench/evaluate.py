@@ -16,18 +16,21 @@ from metantk_nas.fsl.evaluate import accuracies, l2_normalise
 
 
 def synthetic_features(episodes, ways, shots, aug, queries, dim, seed=0):
-    """Class-clustered L2-normalised features shaped like the real ones (576-d for C=48)."""
+    """Class-clustered L2-normalised features shaped like the real ones (576-d for C=48): per episode the support
+    features and labels, and the episode's query rows in one table of query features (as the evaluation computes
+    them once per test image) with their labels."""
     g = torch.Generator().manual_seed(seed)
-    sf, sy, qf, qy = [], [], [], []
-    for _ in range(episodes):
+    sf, sy, qf, qi, qy = [], [], [], [], []
+    for e in range(episodes):
         centres = torch.randn(ways, dim, generator=g)
         ys = np.repeat(np.arange(ways), shots * aug)
         yq = np.repeat(np.arange(ways), queries)
         sf.append(l2_normalise(centres[ys] + 6.0 * torch.randn(len(ys), dim, generator=g)))
         qf.append(l2_normalise(centres[yq] + 6.0 * torch.randn(len(yq), dim, generator=g)))
+        qi.append(np.arange(e * len(yq), (e + 1) * len(yq)))
         sy.append(ys)
         qy.append(yq)
-    return sf, sy, qf, qy
+    return sf, sy, torch.cat(qf), qi, qy
 
 
 def main():

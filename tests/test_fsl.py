@@ -132,46 +132,52 @@ def test_batched_solver_matches_sklearn_on_real_features(trained, tiny_prepared)
     qf = ext(TestTransform(16, test.mean, test.std)(test.images))
     for shots in (1, 5):
         sf, sy, qi, qy = episode_features(ext, test, cfg, shots, progress=False)
-        q = [qf[i] for i in qi]
-        fast = accuracies(sf, sy, q, qy, 5, 1.0, "batched")
+        fast = accuracies(sf, sy, qf, qi, qy, 5, 1.0, "batched")
         converged = np.array([(LogisticRegression(C=1.0, max_iter=20000, tol=1e-12).fit(sf[i].double().numpy(), sy[i])
-                               .predict(q[i].double().numpy()) == qy[i]).mean() for i in range(len(sf))])
+                               .predict(qf[qi[i]].double().numpy()) == qy[i]).mean() for i in range(len(sf))])
         assert np.array_equal(fast, converged)
-        ref = accuracies(sf, sy, q, qy, 5, 1.0, "sklearn")
+        ref = accuracies(sf, sy, qf, qi, qy, 5, 1.0, "sklearn")
         one_query = 1 / (5 * cfg.queries)
         assert np.mean(np.abs(fast - ref) <= one_query + 1e-9) >= 0.95
         assert abs(fast.mean() - ref.mean()) * 100 <= 0.5
 
 
-def test_batched_solver_reaches_the_sklearn_optimum():
+def _assert_reaches_sklearn_optimum(x: np.ndarray, y: np.ndarray) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(3, 25, 40))
-    x /= np.linalg.norm(x, axis=-1, keepdims=True)
-    y = np.tile(np.repeat(np.arange(5), 5), (3, 1))
     w, b = fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=1.0)
-    for e in range(3):
+    for e in range(len(x)):
         clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-10).fit(x[e], y[e])
         probs = torch.softmax(torch.as_tensor(x[e]) @ w[e].T + b[e], -1).numpy()
         assert np.allclose(probs, clf.predict_proba(x[e]), atol=1e-4)
+
+
+def test_batched_solver_reaches_the_sklearn_optimum():
+    x = np.random.default_rng(0).normal(size=(3, 25, 40))
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    _assert_reaches_sklearn_optimum(x, np.tile(np.repeat(np.arange(5), 5), (3, 1)))
+
+
+def test_float32_prediction_refines_near_ties_in_float64():
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(4, 50, 32, generator=g), dim=-1)
+    w = torch.randn(4, 5, 32, generator=g, dtype=torch.float64)
+    b = torch.zeros(4, 5, dtype=torch.float64)
+    w[:, 1], b[:, :2] = w[:, 0], 10.0
+    b[:, 1] += 1e-9                       # class 1 beats class 0 by 1e-9: invisible in float32
+    reference = (torch.einsum("emd,ekd->emk", q.double(), w) + b[:, None]).argmax(-1)
+    assert bool((reference == 1).all())
+    assert torch.equal(predict_batched(w, b, q), reference)
 
 
 def test_batched_solver_handles_repeated_support_vectors():
     """Identical augmented copies make the support gram singular; the solver still reaches sklearn's optimum, and
     non-finite features are refused rather than fitted."""
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(1)
-    base = rng.normal(size=(2, 5, 30))
+    base = np.random.default_rng(1).normal(size=(2, 5, 30))
     base /= np.linalg.norm(base, axis=-1, keepdims=True)
     x = np.repeat(base, 5, axis=1)                      # 25 rows, rank 5
     y = np.tile(np.repeat(np.arange(5), 5), (2, 1))
-    w, b = fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=1.0)
-    for e in range(2):
-        clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-10).fit(x[e], y[e])
-        probs = torch.softmax(torch.as_tensor(x[e]) @ w[e].T + b[e], -1).numpy()
-        assert np.allclose(probs, clf.predict_proba(x[e]), atol=1e-4)
+    _assert_reaches_sklearn_optimum(x, y)
     x[1, 3, 0] = np.nan
     with pytest.raises(FloatingPointError, match="non-finite"):
         fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=1.0)

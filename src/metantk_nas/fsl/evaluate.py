@@ -136,7 +136,17 @@ def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: floa
 
 
 def predict_batched(w: torch.Tensor, b: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    return (torch.einsum("emd,ekd->emk", q.double(), w) + b[:, None, :]).argmax(-1)
+    """argmax of the float64 logits q W^T + b, without a float64 copy of the queries: float32 logits (error about
+    1e-6 |q| |W|), then the few queries whose top two logits are within a margin far above that error are
+    recomputed in float64."""
+    logits = torch.baddbmm(b[:, None, :].float(), q.float(), w.float().transpose(1, 2))
+    pred = logits.argmax(-1)
+    top2 = logits.topk(2, dim=-1).values
+    scale = 1.0 + q.float().norm(dim=-1) * w.float().norm(dim=-1).amax(-1, keepdim=True) + b.abs().amax(-1, keepdim=True).float()
+    e, m = torch.nonzero(top2[..., 0] - top2[..., 1] <= 1e-4 * scale, as_tuple=True)
+    if len(e):
+        pred[e, m] = (torch.einsum("nd,nkd->nk", q[e, m].double(), w[e]) + b[e]).argmax(-1)
+    return pred
 
 
 def fit_predict_sklearn(xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, C: float = 1.0) -> np.ndarray:
@@ -200,14 +210,22 @@ def episode_features(extract: FeatureExtractor, test: PreparedSplit, cfg: EvalCo
     return sup_f, sup_y, q_idx, q_y
 
 
-def accuracies(sup_f: list[torch.Tensor], sup_y: list[np.ndarray], qfeat: list[torch.Tensor], q_y: list[np.ndarray],
-               ways: int, C: float, solver: str, chunk: int = 25) -> np.ndarray:
+def accuracies(sup_f: list[torch.Tensor], sup_y: list[np.ndarray], all_q: torch.Tensor, q_idx: list[np.ndarray],
+               q_y: list[np.ndarray], ways: int, C: float, solver: str, chunk: int = 25) -> np.ndarray:
+    """Per-episode accuracy: episode i fits on (sup_f[i], sup_y[i]) and predicts the query features
+    ``all_q[q_idx[i]]`` (computed once per test image) against ``q_y[i]``."""
     acc = np.empty(len(sup_f))
     if solver == "sklearn":
         for i in range(len(sup_f)):
-            pred = fit_predict_sklearn(sup_f[i].double().numpy(), sup_y[i], qfeat[i].double().numpy(), C)
+            pred = fit_predict_sklearn(sup_f[i].double().numpy(), sup_y[i], all_q[q_idx[i]].double().numpy(), C)
             acc[i] = float((pred == q_y[i]).mean())
         return acc
+    for a in range(0, len(sup_f), chunk):
+        b = min(a + chunk, len(sup_f))
+        w, bias = fit_logreg_batched(torch.stack(sup_f[a:b]), torch.as_tensor(np.stack(sup_y[a:b])), ways, C)
+        pred = predict_batched(w, bias, all_q[torch.as_tensor(np.stack(q_idx[a:b]))]).numpy()
+        acc[a:b] = (pred == np.stack(q_y[a:b])).mean(1)
+    return acc
     for a in range(0, len(sup_f), chunk):
         b = min(a + chunk, len(sup_f))
         w, bias = fit_logreg_batched(torch.stack(sup_f[a:b]), torch.as_tensor(np.stack(sup_y[a:b])), ways, C)
@@ -225,7 +243,7 @@ def evaluate(model: torch.nn.Module, test: PreparedSplit, cfg: EvalConfig, devic
     out: dict[str, Any] = {}
     for shots in cfg.shots:
         sup_f, sup_y, q_idx, q_y = episode_features(extract, test, cfg, shots, progress)
-        acc = accuracies(sup_f, sup_y, [all_q[q] for q in q_idx], q_y, cfg.ways, cfg.C, cfg.solver)
+        acc = accuracies(sup_f, sup_y, all_q, q_idx, q_y, cfg.ways, cfg.C, cfg.solver)
         mean, std, ci = mean_confidence_interval(acc)
         out[f"{shots}shot"] = {"mean": round(100 * mean, 4), "std": round(100 * std, 4), "ci95": round(100 * ci, 4),
                                "episodes": len(acc), "shots": shots, "ways": cfg.ways, "queries": cfg.queries,
