@@ -15,6 +15,7 @@ max allocated on CUDA.
   python bench/kernels.py --channels 8    # quick
 """
 import argparse
+import ctypes
 import gc
 import os
 import threading
@@ -41,7 +42,8 @@ def timed(fn, reps):
 
 class PeakMemory:
     """Peak memory of one item: max allocated on CUDA; on CPU the peak growth of the process's resident set over
-    its value at entry, sampled every 5 ms by a thread (torch releases the GIL inside its kernels)."""
+    its value at entry (after returning freed heap to the OS), sampled every 5 ms by a thread (torch releases the
+    GIL inside its kernels)."""
 
     def __init__(self, device):
         self.device, self.peak = device, 0.0
@@ -62,6 +64,7 @@ class PeakMemory:
             self._base = torch.cuda.memory_allocated() / 2**20
         else:
             gc.collect()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)   # hand freed heap back, so the baseline is the live set
             self._base, self._stop = self._rss_mb(), threading.Event()
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
@@ -85,10 +88,10 @@ def convert_bn_to_gn(module):
     return module
 
 
-def metantk_cond(net, mask, head, x, inner, backend):
+def metantk_cond(net, mask, head, x, inner, backend, chunk):
     ln = LogitsNet(net, mask, head)
     names = kernel_parameter_names(ln, ln.live_parameter)
-    theta = (ntk_fast if backend == "fast" else ntk_opacus)(ln, x, names)
+    theta = ntk_fast(ln, x, names, chunk) if backend == "fast" else ntk_opacus(ln, x, names)
     if inner == "maml":
         k = theta
     else:
@@ -104,11 +107,13 @@ def main():
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--chunk", type=int, default=16, help="search.ntk_chunk for the fast backend (0: all at once)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     dev = torch.device(args.device)
     print(f"device {dev} ({torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'CPU'}), torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, C={args.channels}, {args.samples} samples at {args.size}x{args.size}")
+          f"threads {torch.get_num_threads()}, C={args.channels}, {args.samples} samples at {args.size}x{args.size}, "
+          f"fast chunk {args.chunk or 'all'}")
     torch.manual_seed(0)
     x = torch.randn(args.samples, 3, args.size, args.size, device=dev)
     for cells, inner in ((5, "maml"), (8, "anil")):
@@ -119,15 +124,15 @@ def main():
         cand[0, 3, 2] = False
 
         def ours():  # mask change; origin and candidate share the weights
-            return (metantk_cond(origin, mask, head, x, inner, "fast"), metantk_cond(origin, cand, head, x, inner, "fast"))
+            return (metantk_cond(origin, mask, head, x, inner, "fast", args.chunk), metantk_cond(origin, cand, head, x, inner, "fast", args.chunk))
 
         def ours_shared():  # origin kernel computed once per round (fidelity.fresh_batch_per_candidate: false)
-            return metantk_cond(origin, cand, head, x, inner, "fast")
+            return metantk_cond(origin, cand, head, x, inner, "fast", args.chunk)
 
         def original():
             net = convert_bn_to_gn(SuperNet(args.channels, cells, 64, "batchnorm")).to(dev)
             net.load_state_dict(origin.state_dict())
-            return (metantk_cond(origin, mask, head, x, inner, "opacus"), metantk_cond(net, cand, head, x, inner, "opacus"))
+            return (metantk_cond(origin, mask, head, x, inner, "opacus", 0), metantk_cond(net, cand, head, x, inner, "opacus", 0))
 
         ln = LogitsNet(origin, mask, head)
         names = kernel_parameter_names(ln, ln.live_parameter)
@@ -139,7 +144,7 @@ def main():
         rows = {}
         for name, fn in (("(a) ours: mask + fast, origin+candidate", ours), ("(a) ours, origin shared", ours_shared),
                          ("(a) original procedure (opacus)", original),
-                         ("(b) backend fast, one kernel", lambda: ntk_fast(ln, x, names)),
+                         ("(b) backend fast, one kernel", lambda: ntk_fast(ln, x, names, args.chunk)),
                          ("(b) backend opacus, one kernel", lambda: ntk_opacus(ln, x, names)),
                          ("(c) floor: forward+backward", floor)):
             with PeakMemory(dev) as mem:

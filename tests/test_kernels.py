@@ -102,6 +102,7 @@ def test_fast_and_opacus_backends_agree_in_float64():
     names = kernel_parameter_names(ln, ln.live_parameter)
     a, b = ntk_fast(ln, x, names), ntk_opacus(ln, x, names)
     assert torch.allclose(a, b, rtol=1e-6, atol=1e-10)
+    assert torch.allclose(ntk_fast(ln, x, names, chunk=3), a, rtol=1e-12, atol=1e-14)   # chunking: same kernel
     assert condition_number(a) == pytest.approx(condition_number(b), rel=1e-6)
 
 

@@ -85,7 +85,7 @@ def test_every_method_gives_a_valid_genotype(method, tiny_prepared):
 def test_batchnorm_kernels_use_the_coupled_backend(method, tiny_prepared, monkeypatch):
     seen = []
     real = scoring.empirical_ntk
-    monkeypatch.setattr(scoring, "empirical_ntk", lambda net, x, names, backend: seen.append(backend) or real(net, x, names, backend))
+    monkeypatch.setattr(scoring, "empirical_ntk", lambda net, x, names, backend, chunk=0: seen.append(backend) or real(net, x, names, backend, chunk))
     genotype, _ = run(replace(small_cfg(method), norm="batchnorm"), tiny_prepared)
     assert genotype is not None and seen and set(seen) == {"coupled"}
 

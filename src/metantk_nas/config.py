@@ -161,6 +161,7 @@ class SearchConfig:
     precision: int = 3
     norm: str = "groupnorm16"
     ntk_backend: str = "fast"
+    ntk_chunk: int = 16
     grad_dtype: str = "float32"
     ops: tuple[str, ...] = ()
     linear_regions: LinearRegionSpec = LinearRegionSpec()

@@ -120,12 +120,13 @@ def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: floa
         t = torch.ones(e, 1, 1, dtype=torch.float64, device=x.device)
         for _ in range(30):
             f_new = _objective(z, y1h, theta - t * step, inv_c)
-            bad = f_new > f + 1e-12 * f.abs()
+            bad = ~(f_new <= f + 1e-12 * f.abs())          # a NaN objective is a rejected step too
             if not bad.any():
                 break
             t = torch.where(bad[:, None, None], t * 0.5, t)
-        else:
-            f_new = _objective(z, y1h, theta - t * step, inv_c)
+        else:  # no decrease within 30 halvings (converged to rounding, or a non-finite step): keep the iterate
+            step = torch.where(bad[:, None, None], torch.zeros_like(step), step)
+            f_new = torch.where(bad, f, f_new)
         theta = theta - t * step
         f = f_new
     # W = B L^-1 x: solve L^T Y^T = B^T, then Y x; b = b' - B zbar

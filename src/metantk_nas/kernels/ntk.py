@@ -84,14 +84,16 @@ def ntk_coupled(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int
     with torch.enable_grad():
         out = module(x).sum(-1)
         eye = torch.eye(out.shape[0], dtype=out.dtype, device=out.device)
+        chunk = chunk or len(eye)
         parts = [torch.autograd.grad(out, wrt, grad_outputs=eye[i:i + chunk], is_grads_batched=True,
                                      retain_graph=i + chunk < len(eye), allow_unused=True, materialize_grads=True)
                  for i in range(0, len(eye), chunk)]
     return gram_from_grads([torch.cat([p[k] for p in parts]).detach() for k in range(len(wrt))])
 
 
-def ntk_fast(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tensor:
-    """NTK gram with torch.func: per-sample gradients of sum_c f_c(x_n) w.r.t. the parameters ``names``.
+def ntk_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 0) -> torch.Tensor:
+    """NTK gram with torch.func: per-sample gradients of sum_c f_c(x_n) w.r.t. the parameters ``names``, for
+    ``chunk`` samples at a time (0: all at once).
 
     ``module(x)`` must return per-sample outputs ``(N, ...)``; samples must not interact (no train-mode BN).
     """
@@ -102,7 +104,7 @@ def ntk_fast(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tens
     def g(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
         return functional_call(module, ({**frozen, **p}, buffers), (xi.unsqueeze(0),)).sum()
 
-    grads = vmap(grad(g), in_dims=(None, 0))(train_p, x)
+    grads = vmap(grad(g), in_dims=(None, 0), chunk_size=chunk or None)(train_p, x)
     return gram_from_grads(grads)
 
 
@@ -134,16 +136,18 @@ def ntk_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Te
         module.train(was_training)
 
 
-def empirical_ntk(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast") -> torch.Tensor:
-    """``backend``: fast | opacus (per-sample, independent samples) | coupled (batch statistics allowed)."""
+def empirical_ntk(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast",
+                  chunk: int = 0) -> torch.Tensor:
+    """``backend``: fast | opacus (per-sample, independent samples) | coupled (batch statistics allowed);
+    ``chunk``: samples per vectorised gradient pass for fast and coupled (0: all at once)."""
     if backend == "coupled":
-        return ntk_coupled(module, x, names)
+        return ntk_coupled(module, x, names, chunk)
     if has_batch_statistics(module):
         raise ValueError(f"the {backend!r} NTK backend needs independent samples, but the network normalises with "
                          "batch statistics (train-mode BatchNorm); use search.norm: batchnorm, which selects the "
                          "coupled backend, or a GroupNorm")
     if backend == "fast":
-        return ntk_fast(module, x, names)
+        return ntk_fast(module, x, names, chunk)
     if backend == "opacus":
         return ntk_opacus(module, x, names)
     raise ValueError(f"unknown NTK backend {backend!r}; expected 'fast', 'opacus' or 'coupled'")

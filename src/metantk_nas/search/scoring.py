@@ -143,8 +143,9 @@ class Scorer:
         if self.cfg.norm == "batchnorm":
             # TE-NAS: train-mode BatchNorm couples the samples; every parameter named "weight" (BN gamma too)
             names = kernel_parameter_names(net, net.live_parameter, ParamFilter(norm=True))
-            return empirical_ntk(net.train(), x, names, "coupled")
-        return empirical_ntk(net, x, kernel_parameter_names(net, net.live_parameter), self.cfg.ntk_backend)
+            return empirical_ntk(net.train(), x, names, "coupled", self.cfg.ntk_chunk)
+        names = kernel_parameter_names(net, net.live_parameter)
+        return empirical_ntk(net, x, names, self.cfg.ntk_backend, self.cfg.ntk_chunk)
 
     def metantk_condition(self, mask: np.ndarray, batch: KernelBatch, head: nn.Linear) -> float:
         assert self.kernel_net is not None and self.cfg.kernel is not None
