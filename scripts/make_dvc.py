@@ -19,14 +19,10 @@ from metantk_nas.provenance import write_text_atomic
 PY = "python"
 
 
-def stage_params(configfiles, stage):
-    """Per config file, the keys of STAGE_PARAMS[stage] that the file sets (DVC refuses keys a file lacks)."""
-    out = []
-    for f in configfiles:
-        keys = present_params(yaml.safe_load(Path(f).read_text()) or {}, stage)
-        if keys:
-            out.append({f: keys})
-    return out
+def stage_params(parsed, stage):
+    """Per config file ({path: its parsed YAML}), the keys of STAGE_PARAMS[stage] that the file sets (DVC
+    refuses keys a file lacks)."""
+    return [{f: keys} for f, content in parsed.items() if (keys := present_params(content, stage))]
 
 
 def build(cfg, configfiles):
@@ -40,31 +36,32 @@ def build(cfg, configfiles):
     searched = {k: v for k, v in by.items() if v["method"] != "metanas"}
     published = {k: v for k, v in by.items() if v["method"] == "metanas"}
     run_args = "--dataset ${item.dataset} --method ${item.method} --cells ${item.cells} --seed ${item.seed} --no-progress"
+    parsed = {f: yaml.safe_load(Path(f).read_text()) or {} for f in configfiles}
     prepared = [f"{prep}/${{item}}/{s}_{k}.npy" for s in ("train", "val", "test") for k in ("images", "labels")]
     stages = {
         "prepare_data": {"foreach": datasets, "do": {
             "cmd": f"{PY} scripts/prepare_data.py --configfile {cf} --dataset ${{item}} --out {prep}/${{item}}",
             "deps": ["scripts/prepare_data.py", "src/metantk_nas/data"],
-            "params": stage_params(configfiles, "prepare_data"),
+            "params": stage_params(parsed, "prepare_data"),
             "outs": [f"{prep}/${{item}}/manifest.json", *prepared]}},
         "search": {"foreach": searched, "do": {
             "cmd": f"{PY} scripts/search.py --configfile {cf} {run_args} --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
             "deps": ["scripts/search.py", "src/metantk_nas/search", "src/metantk_nas/kernels", "src/metantk_nas/nas",
                      f"{prep}/${{item.dataset}}/manifest.json"],
-            "params": stage_params(configfiles, "search"),
+            "params": stage_params(parsed, "search"),
             "outs": ["${item.dir}/search.json", "${item.dir}/cost.json"]}},
         "export_genotype": {"foreach": searched, "do": {
             "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --search ${{item.dir}}/search.json "
                    f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
             "deps": ["scripts/export_genotype.py", "${item.dir}/search.json", f"{prep}/${{item.dataset}}/manifest.json"],
-            "params": stage_params(configfiles, "export_genotype"),
+            "params": stage_params(parsed, "export_genotype"),
             "outs": ["${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png"]}},
         "train": {"foreach": by, "do": {
             "cmd": f"{PY} scripts/train.py --configfile {cf} {run_args} --genotype ${{item.dir}}/genotype.json "
                    f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
             "deps": ["scripts/train.py", "src/metantk_nas/fsl/train.py", "${item.dir}/genotype.json",
                      f"{prep}/${{item.dataset}}/manifest.json"],
-            "params": stage_params(configfiles, "train"),
+            "params": stage_params(parsed, "train"),
             "outs": ["${item.dir}/model.pt", "${item.dir}/train_curve.png", "${item.dir}/metrics.json"],
             "plots": [{"${item.dir}/train_log.csv": {"x": "epoch", "y": "loss"}}]}},
         "evaluate": {"foreach": by, "do": {
@@ -72,13 +69,13 @@ def build(cfg, configfiles):
                    f"--genotype ${{item.dir}}/genotype.json --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
             "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.dir}/model.pt",
                      "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
-            "params": stage_params(configfiles, "evaluate"),
+            "params": stage_params(parsed, "evaluate"),
             "metrics": ["${item.dir}/fewshot.json"]}},
         "tables": {
             "cmd": f"{PY} scripts/tables.py --configfile {cf} --results {res} --out {res}/tables",
             "deps": ["scripts/tables.py", "src/metantk_nas/report/tables.py", cfg["tables"]["literature"],
                      *[f"{v['dir']}/fewshot.json" for v in by.values()], *[f"{v['dir']}/metrics.json" for v in by.values()]],
-            "params": stage_params(configfiles, "tables"),
+            "params": stage_params(parsed, "tables"),
             "outs": [f"{res}/tables"]},
     }
     if published:

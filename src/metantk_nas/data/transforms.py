@@ -116,7 +116,8 @@ def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator, bound: 
 
     Each is a blend ``f x + (1 - f) ref`` with ref = 0 (brightness), the mean grey level (contrast) or the grey
     image (saturation), clamped to [0, bound] after every step, as torchvision's ColorJitter.  ``x`` is float
-    (N, 3, H, W); it is overwritten with ``inplace``, else a new tensor is returned.  Per step: one grey image and three in-place passes, batched over images.
+    (N, 3, H, W); it is overwritten with ``inplace``, else a new tensor is returned.  Per step: one grey image and
+    three in-place passes, batched over images.
     """
     if strength <= 0:
         return x

@@ -3,8 +3,10 @@ logistic regression (L2, C) fitted on the augmented support set, accuracy on the
 (t distribution) over episodes.
 
 The ``batched`` solver fits all episodes of a chunk at once with Newton-CG in the support set's row space:
-with X = Z M (Z the Cholesky factor of the n x n gram X X^T, so M = Z^-1 X has orthonormal rows), W = B M leaves the logits of the support and ||W|| unchanged, and the optimum has this form (the ridge pulls every
-component orthogonal to the support to zero), so the problem has K (n + 1) unknowns instead of K (d + 1).  ``sklearn`` fits scikit-learn's LogisticRegression per episode (the reference).
+with X = Z M (Z the Cholesky factor of the n x n gram X X^T, so M = Z^-1 X has orthonormal rows), W = B M
+leaves the logits of the support and ||W|| unchanged, and the optimum has this form (the ridge pulls every
+component orthogonal to the support to zero), so the problem has K (n + 1) unknowns instead of K (d + 1).
+``sklearn`` fits scikit-learn's LogisticRegression per episode (the reference).
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ def _cg(hvp, g: torch.Tensor, iters: int, tol: torch.Tensor) -> torch.Tensor:
     return d
 
 
-def _row_space(x: torch.Tensor, jitter: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+def _row_space(x: torch.Tensor, jitter: float = 1e-10) -> torch.Tensor:
     """x (E, n, d) -> z (E, n, n) lower triangular, with x x^T + jitter I = z z^T (Cholesky of the n x n gram).
 
     Then m = z^-1 x has orthonormal rows up to the jitter, x = z m, and W = B m maps the reduced problem in z back.
@@ -140,10 +142,11 @@ def predict_batched(w: torch.Tensor, b: torch.Tensor, q: torch.Tensor) -> torch.
     """argmax of the float64 logits q W^T + b, without a float64 copy of the queries: float32 logits (error about
     1e-6 |q| |W|), then the few queries whose top two logits are within a margin far above that error are
     recomputed in float64."""
-    logits = torch.baddbmm(b[:, None, :].float(), q.float(), w.float().transpose(1, 2))
+    q32, w32, b32 = q.float(), w.float(), b.float()
+    logits = torch.baddbmm(b32[:, None, :], q32, w32.transpose(1, 2))
     pred = logits.argmax(-1)
     top2 = logits.topk(2, dim=-1).values
-    scale = 1.0 + q.float().norm(dim=-1) * w.float().norm(dim=-1).amax(-1, keepdim=True) + b.abs().amax(-1, keepdim=True).float()
+    scale = 1.0 + q32.norm(dim=-1) * w32.norm(dim=-1).amax(-1, keepdim=True) + b32.abs().amax(-1, keepdim=True)
     e, m = torch.nonzero(top2[..., 0] - top2[..., 1] <= 1e-4 * scale, as_tuple=True)
     if len(e):
         pred[e, m] = (torch.einsum("nd,nkd->nk", q[e, m].double(), w[e]) + b[e]).argmax(-1)
@@ -225,12 +228,6 @@ def accuracies(sup_f: list[torch.Tensor], sup_y: list[np.ndarray], all_q: torch.
         b = min(a + chunk, len(sup_f))
         w, bias = fit_logreg_batched(torch.stack(sup_f[a:b]), torch.as_tensor(np.stack(sup_y[a:b])), ways, C)
         pred = predict_batched(w, bias, all_q[torch.as_tensor(np.stack(q_idx[a:b]))]).numpy()
-        acc[a:b] = (pred == np.stack(q_y[a:b])).mean(1)
-    return acc
-    for a in range(0, len(sup_f), chunk):
-        b = min(a + chunk, len(sup_f))
-        w, bias = fit_logreg_batched(torch.stack(sup_f[a:b]), torch.as_tensor(np.stack(sup_y[a:b])), ways, C)
-        pred = predict_batched(w, bias, torch.stack(qfeat[a:b])).numpy()
         acc[a:b] = (pred == np.stack(q_y[a:b])).mean(1)
     return acc
 
