@@ -121,8 +121,9 @@ def test_confidence_interval_uses_the_t_distribution():
 
 def test_batched_solver_matches_sklearn_on_real_features(trained, tiny_prepared):
     """On features of a trained network: identical predictions to scikit-learn run to convergence on every
-    episode; against scikit-learn with the original's settings (tol 1e-4, which itself stops short of the optimum
-    near decision boundaries) at most one query apart on nearly all episodes, means within half a point."""
+    episode (so within one query on 100% >= 99% of episodes, means equal); against scikit-learn with the
+    original's settings (tol 1e-4, which itself stops short of the optimum near decision boundaries: measured 98.5%
+    at 1-shot, 99.5% at 5-shot) within one query on >= 97% of episodes and means within 0.1 points."""
     from sklearn.linear_model import LogisticRegression
     from metantk_nas.fsl.evaluate import episode_features
 
@@ -138,24 +139,45 @@ def test_batched_solver_matches_sklearn_on_real_features(trained, tiny_prepared)
         assert np.array_equal(fast, converged)
         ref = accuracies(sf, sy, qf, qi, qy, 5, 1.0, "sklearn")
         one_query = 1 / (5 * cfg.queries)
-        assert np.mean(np.abs(fast - ref) <= one_query + 1e-9) >= 0.95
-        assert abs(fast.mean() - ref.mean()) * 100 <= 0.5
+        assert np.mean(np.abs(fast - ref) <= one_query + 1e-9) >= 0.97
+        assert abs(fast.mean() - ref.mean()) * 100 <= 0.1
 
 
-def _assert_reaches_sklearn_optimum(x: np.ndarray, y: np.ndarray) -> None:
+def _assert_reaches_sklearn_optimum(x: np.ndarray, y: np.ndarray, C: float = 1.0, atol: float = 1e-4) -> None:
+    """Our fit (in x's own dtype) against scikit-learn run to convergence on the same values in float64."""
     from sklearn.linear_model import LogisticRegression
 
-    w, b = fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=1.0)
+    w, b = fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=C)
     for e in range(len(x)):
-        clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-10).fit(x[e], y[e])
-        probs = torch.softmax(torch.as_tensor(x[e]) @ w[e].T + b[e], -1).numpy()
-        assert np.allclose(probs, clf.predict_proba(x[e]), atol=1e-4)
+        x64 = x[e].astype(np.float64)
+        clf = LogisticRegression(C=C, max_iter=20000, tol=1e-12).fit(x64, y[e])
+        probs = torch.softmax(torch.as_tensor(x64) @ w[e].T + b[e], -1).numpy()
+        assert np.allclose(probs, clf.predict_proba(x64), atol=atol)
 
 
 def test_batched_solver_reaches_the_sklearn_optimum():
     x = np.random.default_rng(0).normal(size=(3, 25, 40))
     x /= np.linalg.norm(x, axis=-1, keepdims=True)
     _assert_reaches_sklearn_optimum(x, np.tile(np.repeat(np.arange(5), 5), (3, 1)))
+
+
+@pytest.mark.parametrize("spread", [1e-2, 1e-4])
+def test_batched_solver_is_exact_on_nearly_collinear_float32_features(spread):
+    """The gram and the CG run in float32: on float32 features within ``spread`` of one common direction (a nearly
+    singular gram, like an untrained network's), still scikit-learn's optimum."""
+    rng = np.random.default_rng(0)
+    y = np.tile(np.repeat(np.arange(5), 25), (3, 1))
+    x = rng.normal(size=(3, 1, 64)) + spread * (rng.normal(size=(3, 5, 64))[:, y[0]] + 0.3 * rng.normal(size=(3, 125, 64)))
+    _assert_reaches_sklearn_optimum((x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32), y, atol=1e-6)
+
+
+def test_batched_solver_is_exact_with_a_weak_ridge():
+    """C = 1e4 (the Hessian's ridge 1e-4: far worse conditioned than C = 1) on separable classes."""
+    rng = np.random.default_rng(1)
+    y = np.tile(np.repeat(np.arange(5), 25), (3, 1))
+    x = 5 * rng.normal(size=(3, 5, 64))[:, y[0]] + rng.normal(size=(3, 125, 64))
+    _assert_reaches_sklearn_optimum((x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32), y, C=1e4,
+                                    atol=1e-6)
 
 
 def test_float32_prediction_refines_near_ties_in_float64():

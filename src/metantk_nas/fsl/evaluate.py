@@ -2,16 +2,17 @@
 logistic regression (L2, C) fitted on the augmented support set, accuracy on the queries; mean, std and 95% CI
 (t distribution) over episodes.
 
-The ``batched`` solver fits all episodes of a chunk at once with Newton-CG in the support set's row space:
-with X = Z M (Z the Cholesky factor of the n x n gram X X^T, so M = Z^-1 X has orthonormal rows), W = B M
-leaves the logits of the support and ||W|| unchanged, and the optimum has this form (the ridge pulls every
-component orthogonal to the support to zero), so the problem has K (n + 1) unknowns instead of K (d + 1).
+The ``batched`` solver fits a chunk of episodes at once with Newton-CG in the support set's row space: only
+the n x n gram X X^T enters the problem (the ridge pulls every weight component orthogonal to the support to
+zero), so with Z Z^T = X X^T (Cholesky) it has K (n + 1) unknowns instead of K (d + 1), and the weights come
+back from the optimality condition W = C (Y - P)^T X.
 ``sklearn`` fits scikit-learn's LogisticRegression per episode (the reference).
 """
 from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -36,120 +37,164 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 # logistic regression
 # ---------------------------------------------------------------------------------------------------------------
-def _objective(z: torch.Tensor, y1h: torch.Tensor, theta: torch.Tensor, inv_c: float) -> torch.Tensor:
-    w, b = theta[..., :-1], theta[..., -1]
-    logits = torch.einsum("enr,ekr->enk", z, w) + b[:, None, :]
-    return -(y1h * F.log_softmax(logits, -1)).sum((1, 2)) + 0.5 * inv_c * (w ** 2).sum((1, 2))
-
-
-def _cg(hvp, g: torch.Tensor, iters: int, tol: torch.Tensor) -> torch.Tensor:
-    """Batched conjugate gradients for H d = g (one system per episode), to relative residual ``tol`` (per episode)."""
+def _cg(hvp: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, minv: torch.Tensor, iters: int,
+        tol: torch.Tensor) -> torch.Tensor:
+    """Batched preconditioned conjugate gradients for H d = g (one system per episode; ``minv``: the inverse of a
+    diagonal preconditioner), to relative residual ``tol`` per episode."""
+    tiny = torch.finfo(g.dtype).tiny
     d = torch.zeros_like(g)
     r = g.clone()
-    p = r.clone()
-    rs = (r * r).sum((1, 2))
-    stop = tol * tol * rs
+    z = r * minv
+    p = z.clone()
+    rz = (r * z).sum((1, 2))
+    stop = tol * tol * (r * r).sum((1, 2))
     for _ in range(iters):
         hp = hvp(p)
-        alpha = rs / (p * hp).sum((1, 2)).clamp_min(1e-300)
-        d = d + alpha[:, None, None] * p
-        r = r - alpha[:, None, None] * hp
-        rs_new = (r * r).sum((1, 2))
-        if bool((rs_new <= stop).all()):
+        alpha = (rz / (p * hp).sum((1, 2)).clamp_min(tiny))[:, None, None]
+        d.addcmul_(alpha, p)
+        r.addcmul_(alpha, hp, value=-1)
+        if bool(((r * r).sum((1, 2)) <= stop).all()):
             break
-        p = r + (rs_new / rs.clamp_min(1e-300))[:, None, None] * p
-        rs = rs_new
+        z = r * minv
+        rz_new = (r * z).sum((1, 2))
+        p = z + (rz_new / rz.clamp_min(tiny))[:, None, None] * p
+        rz = rz_new
     return d
 
 
 def _row_space(x: torch.Tensor, jitter: float = 1e-10) -> torch.Tensor:
-    """x (E, n, d) -> z (E, n, n) lower triangular, with x x^T + jitter I = z z^T (Cholesky of the n x n gram).
+    """x (E, n, d) -> z (E, n, n) float64 lower triangular with z z^T = x x^T (Cholesky of the n x n gram).
 
-    Then m = z^-1 x has orthonormal rows up to the jitter, x = z m, and W = B m maps the reduced problem in z back.
-    The jitter (relative to the largest squared feature norm) keeps repeated support vectors factorable; it moves
-    the problem by O(jitter).  An order of magnitude cheaper than an SVD of x or an eigendecomposition of the gram.
+    The gram is formed in the features' own precision (float32 features: float32 products, an absolute error of
+    about 1e-7 |x|^2 that perturbs the support logits by the same order, see :func:`fit_logreg_coefficients`). An
+    episode whose gram is not numerically positive definite (repeated support vectors) is refactored from a
+    float64 gram plus ``jitter`` times its largest diagonal entry; non-finite features fail.
     """
-    gram = x @ x.transpose(1, 2)
-    scale = gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-300)
-    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    z, info = torch.linalg.cholesky_ex(gram + (jitter * scale)[:, None, None] * eye)
-    if bool((info != 0).any()):
-        raise FloatingPointError("support gram not positive definite (non-finite features?)")
-    return z
+    low, info = torch.linalg.cholesky_ex(torch.bmm(x, x.transpose(1, 2)).double())
+    bad = torch.nonzero(info).flatten()
+    if len(bad):
+        xb = x[bad].double()
+        if not bool(torch.isfinite(xb).all()):
+            raise FloatingPointError("non-finite support features")
+        gram = xb @ xb.transpose(1, 2)
+        diagonal = gram.diagonal(dim1=1, dim2=2)
+        diagonal.add_(jitter * diagonal.amax(-1, keepdim=True).clamp_min(1e-300))
+        low_b, info_b = torch.linalg.cholesky_ex(gram)
+        if bool((info_b != 0).any()):
+            raise FloatingPointError("support gram not positive definite")
+        low[bad] = low_b
+    return low
 
 
-def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
-                       gtol: float = 1e-9, cg_iters: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit E independent problems min_W,b sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C).
+def _newton_cg(zt: torch.Tensor, y1h: torch.Tensor, inv_c: float, iters: int, gtol: float,
+               cg_iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """min over theta (E, K, r+1) of sum_i CE(theta zt_i, y_i) + ||theta[..., :-1]||^2 / (2C), zt (E, n, r+1)
+    float64 with a last column of ones (the unpenalised intercept), labels one-hot (E, K, n).  Returns theta and
+    the class probabilities of the support (E, K, n) at the optimum.
 
-    x: (E, n, d), y: (E, n) -> W (E, K, d), b (E, K).  Float64 inexact Newton-CG (Hessian-vector products, never
-    the Hessian; CG to the forcing tolerance min(0.5, sqrt(|g| / |g0|)), Nocedal & Wright Alg. 7.1) with a
-    backtracking line search, in the row space of each episode's support set, until |g| <= gtol |g0| everywhere.
+    Inexact Newton (Nocedal & Wright Alg. 7.1): the gradient, objective and iterate in float64, so |g| reaches
+    ``gtol`` |g0| in every episode; the Newton system by Jacobi-preconditioned CG in float32 to the forcing
+    tolerance min(0.5, sqrt(|g|/|g0|)), floored at 1e-5 so that it never chases float32 rounding (the intercept's
+    softmax-shift direction, which has no curvature, is projected out: float32 rounding would otherwise fill it);
+    a backtracking line search along the step's logits, which are linear in theta.
     """
-    x = x.double()
-    e, n, d = x.shape
-    k = n_classes
-    low = _row_space(x)
-    # centre the support: with b' = b + W zbar the problem is unchanged (b is not penalised), and the intercept
-    # column no longer nearly coincides with the features' common direction, which conditions the Newton system
-    zbar = low.mean(1, keepdim=True)
-    z = low - zbar
-    r = z.shape[-1]
-    zt = torch.cat([z, torch.ones(e, n, 1, dtype=z.dtype, device=z.device)], -1)   # (E, n, r+1)
-    y1h = F.one_hot(y.long(), k).double()
-    theta = torch.zeros(e, k, r + 1, dtype=torch.float64, device=x.device)
-    inv_c = 1.0 / C
-    reg = torch.full((k, r + 1), inv_c, dtype=torch.float64, device=x.device)
-    reg[:, -1] = 1e-10  # the intercept is not penalised; a tiny ridge fixes the softmax's shift invariance
-    f = _objective(z, y1h, theta, inv_c)
+    e, k, n = y1h.shape
+    ztc = zt.float()
+    ztc_sq = ztc * ztc
+    theta = torch.zeros(e, k, zt.shape[-1], dtype=torch.float64)
+    logits = torch.zeros(e, k, n, dtype=torch.float64)
+    lsm = torch.log_softmax(logits, 1)
+    f = -(y1h * lsm).sum((1, 2))
+    reg = torch.full((k, zt.shape[-1]), inv_c, dtype=torch.float32)
+    reg[:, -1] = 0.0
     g0 = None
     for _ in range(iters):
-        p = torch.softmax(torch.einsum("enr,ekr->enk", zt, theta), -1)
-        grad = torch.einsum("enk,enr->ekr", p - y1h, zt)
-        grad[..., :-1] += inv_c * theta[..., :-1]
+        p = lsm.exp()
+        grad = torch.bmm(p - y1h, zt)
+        grad[..., :-1].add_(theta[..., :-1], alpha=inv_c)
         gnorm = grad.flatten(1).norm(dim=1)
         g0 = gnorm if g0 is None else g0
         rel = gnorm / g0.clamp_min(1e-300)
         if bool((rel <= gtol).all()):
             break
+        pc = p.float()
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
-            sv = torch.einsum("enr,ekr->enk", zt, v)
-            av = p * sv - p * (p * sv).sum(-1, keepdim=True)
-            return torch.einsum("enk,enr->ekr", av, zt) + reg * v
+            sv = torch.bmm(v, ztc.transpose(1, 2))
+            out = torch.baddbmm(reg * v, pc * (sv - (pc * sv).sum(1, keepdim=True)), ztc)
+            out[..., -1] -= out[..., -1].mean(-1, keepdim=True)
+            return out
 
-        step = _cg(hvp, grad, cg_iters, rel.sqrt().clamp(max=0.5))
-        t = torch.ones(e, 1, 1, dtype=torch.float64, device=x.device)
+        gc = grad.float()
+        gc[..., -1] -= gc[..., -1].mean(-1, keepdim=True)
+        diag = torch.baddbmm(reg, pc * (1 - pc), ztc_sq)         # the Hessian's diagonal (Jacobi preconditioner)
+        step = _cg(hvp, gc, 1.0 / diag.clamp_min(1e-12), cg_iters, rel.sqrt().clamp(1e-5, 0.5).float()).double()
+        dlogits = torch.bmm(step, zt.transpose(1, 2))
+        t = torch.ones(e, 1, 1, dtype=torch.float64)
         for _ in range(30):
-            f_new = _objective(z, y1h, theta - t * step, inv_c)
+            lsm_new = torch.log_softmax(logits - t * dlogits, 1)
+            w_new = theta[..., :-1] - t * step[..., :-1]
+            f_new = -(y1h * lsm_new).sum((1, 2)) + 0.5 * inv_c * (w_new * w_new).sum((1, 2))
             bad = ~(f_new <= f + 1e-12 * f.abs())          # a NaN objective is a rejected step too
             if not bad.any():
                 break
             t = torch.where(bad[:, None, None], t * 0.5, t)
         else:  # no decrease within 30 halvings (converged to rounding, or a non-finite step): keep the iterate
-            step = torch.where(bad[:, None, None], torch.zeros_like(step), step)
+            t = torch.where(bad[:, None, None], torch.zeros_like(t), t)
+            lsm_new = torch.log_softmax(logits - t * dlogits, 1)
             f_new = torch.where(bad, f, f_new)
-        theta = theta - t * step
-        f = f_new
-    # W = B L^-1 x: solve L^T Y^T = B^T, then Y x; b = b' - B zbar
+        theta, logits, lsm, f = theta - t * step, logits - t * dlogits, lsm_new, f_new
+    return theta, lsm.exp()
+
+
+def fit_logreg_coefficients(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
+                            gtol: float = 1e-9, cg_iters: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit E independent problems min_W,b sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C), W = coef x.
+
+    x: (E, n, d), y: (E, n) -> coef (E, K, n), b (E, K) in float64.  Newton-CG (:func:`_newton_cg`) in the row space
+    of each support set: with z z^T = x x^T, the problem in (B, b) with logits z B^T + b and penalty ||B||^2 is the
+    same problem (only the gram enters), with K (n + 1) unknowns.  The support is centred first (the intercept is
+    not penalised, so b absorbs the shift). W comes back through the optimality condition W = C (Y - P)^T x, which
+    needs no inverse of z (so a nearly singular gram costs no accuracy: an error E in the gram moves the support
+    logits by about C |E|, never by |E| / lambda_min).
+    """
+    e, n, _ = x.shape
+    low = _row_space(x)
+    zbar = low.mean(1, keepdim=True)
+    zt = torch.empty(e, n, n + 1, dtype=torch.float64)
+    torch.sub(low, zbar, out=zt[..., :-1])
+    zt[..., -1] = 1.0
+    y1h = F.one_hot(y.long(), n_classes).double().transpose(1, 2)
+    theta, prob = _newton_cg(zt, y1h, 1.0 / C, iters, gtol, cg_iters)
     b = theta[..., -1] - torch.einsum("ekr,er->ek", theta[..., :-1], zbar[:, 0])
-    y_ = torch.linalg.solve_triangular(low.transpose(1, 2), theta[..., :-1].transpose(1, 2), upper=True)
-    w = y_.transpose(1, 2) @ x
-    return w, b
+    return C * (y1h - prob), b
 
 
-def predict_batched(w: torch.Tensor, b: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
+                       gtol: float = 1e-9, cg_iters: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit E independent problems min_W,b sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C): x (E, n, d), y (E, n) ->
+    W (E, K, d), b (E, K), float64 (see :func:`fit_logreg_coefficients`)."""
+    coef, b = fit_logreg_coefficients(x, y, n_classes, C, iters, gtol, cg_iters)
+    return torch.bmm(coef, x.double()), b
+
+
+def predict_batched(w: torch.Tensor, b: torch.Tensor, q: torch.Tensor, q_norm: torch.Tensor | None = None,
+                    exact_w: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """argmax of the float64 logits q W^T + b, without a float64 copy of the queries: float32 logits (error about
     1e-6 |q| |W|), then the few queries whose top two logits are within a margin far above that error are
-    recomputed in float64."""
+    recomputed in float64, with ``exact_w(episodes)`` (float64 W of those episodes; default ``w``) when ``w`` is
+    itself a float32 product.  ``q_norm``: the queries' norms, when known, saves a pass over ``q``."""
     q32, w32, b32 = q.float(), w.float(), b.float()
     logits = torch.baddbmm(b32[:, None, :], q32, w32.transpose(1, 2))
     pred = logits.argmax(-1)
     top2 = logits.topk(2, dim=-1).values
-    scale = 1.0 + q32.norm(dim=-1) * w32.norm(dim=-1).amax(-1, keepdim=True) + b32.abs().amax(-1, keepdim=True)
+    q_norm = q32.norm(dim=-1) if q_norm is None else q_norm
+    scale = 1.0 + q_norm * w32.norm(dim=-1).amax(-1, keepdim=True) + b32.abs().amax(-1, keepdim=True)
     e, m = torch.nonzero(top2[..., 0] - top2[..., 1] <= 1e-4 * scale, as_tuple=True)
     if len(e):
-        pred[e, m] = (torch.einsum("nd,nkd->nk", q[e, m].double(), w[e]) + b[e]).argmax(-1)
+        episodes, inverse = torch.unique(e, return_inverse=True)
+        w64 = exact_w(episodes) if exact_w is not None else w[episodes].double()
+        pred[e, m] = (torch.einsum("nd,nkd->nk", q[e, m].double(), w64[inverse]) + b[e].double()).argmax(-1)
     return pred
 
 
@@ -197,39 +242,53 @@ class FeatureExtractor:
 
 
 def episode_features(extract: FeatureExtractor, test: PreparedSplit, cfg: EvalConfig, shots: int,
-                     progress: bool = True) -> tuple[list[torch.Tensor], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Per episode: augmented support features, their labels, query indices and labels."""
+                     progress: bool = True) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """All episodes' augmented support features (E, n, d) and labels (E, n), query indices and labels (E, m)."""
     sampler = EpisodeSampler(test.labels, cfg.ways, shots, cfg.queries, cfg.seed * 1000 + shots)
     aug = TrainAugment(cfg.image_size, cfg.crop_padding, cfg.color_jitter, test.mean, test.std)
-    sup_f, sup_y, q_idx, q_y = [], [], [], []
+    sup_f: torch.Tensor | None = None
+    sup_y, q_idx, q_y = [], [], []
     for i in tqdm(range(cfg.episodes), desc=f"{shots}-shot support features", disable=not progress,
                   dynamic_ncols=True, leave=False):
         ep = sampler.episode(i)
         tiled = np.tile(ep.support, cfg.support_augmentations)
-        x = aug(test.images[tiled], torch_gen(cfg.seed, shots, i))
-        sup_f.append(extract(x))
+        feats = extract(aug(test.images[tiled], torch_gen(cfg.seed, shots, i)))
+        if sup_f is None:
+            sup_f = feats.new_empty((cfg.episodes, *feats.shape))
+        sup_f[i] = feats
         sup_y.append(np.tile(ep.support_labels, cfg.support_augmentations))
         q_idx.append(ep.query)
         q_y.append(ep.query_labels)
-    return sup_f, sup_y, q_idx, q_y
+    assert sup_f is not None, "no episodes"
+    return sup_f, np.stack(sup_y), np.stack(q_idx), np.stack(q_y)
 
 
-def accuracies(sup_f: list[torch.Tensor], sup_y: list[np.ndarray], all_q: torch.Tensor, q_idx: list[np.ndarray],
-               q_y: list[np.ndarray], ways: int, C: float, solver: str, chunk: int = 25) -> np.ndarray:
+def accuracies(sup_f: torch.Tensor, sup_y: np.ndarray, all_q: torch.Tensor, q_idx: np.ndarray, q_y: np.ndarray,
+               ways: int, C: float, solver: str, chunk: int = 50, workers: int = 2) -> np.ndarray:
     """Per-episode accuracy: episode i fits on (sup_f[i], sup_y[i]) and predicts the query features
-    ``all_q[q_idx[i]]`` (computed once per test image) against ``q_y[i]``."""
-    acc = np.empty(len(sup_f))
+    ``all_q[q_idx[i]]`` (computed once per test image) against ``q_y[i]``.  The batched solver takes ``chunk``
+    episodes at a time, ``workers`` chunks concurrently (each chunk's serial parts, such as LAPACK's loop over
+    the batch of Cholesky factorisations, overlap with the other's parallel ones)."""
+    q_y = np.asarray(q_y)
     if solver == "sklearn":
-        for i in range(len(sup_f)):
-            pred = fit_predict_sklearn(sup_f[i].double().numpy(), sup_y[i], all_q[q_idx[i]].double().numpy(), C)
-            acc[i] = float((pred == q_y[i]).mean())
-        return acc
-    for a in range(0, len(sup_f), chunk):
-        b = min(a + chunk, len(sup_f))
-        w, bias = fit_logreg_batched(torch.stack(sup_f[a:b]), torch.as_tensor(np.stack(sup_y[a:b])), ways, C)
-        pred = predict_batched(w, bias, all_q[torch.as_tensor(np.stack(q_idx[a:b]))]).numpy()
-        acc[a:b] = (pred == np.stack(q_y[a:b])).mean(1)
-    return acc
+        return np.array([float((fit_predict_sklearn(sup_f[i].double().numpy(), np.asarray(sup_y[i]),
+                                                    all_q[q_idx[i]].double().numpy(), C) == q_y[i]).mean())
+                         for i in range(len(sup_f))])
+    sup_y_t, q_idx_t = torch.as_tensor(np.asarray(sup_y)), torch.as_tensor(np.asarray(q_idx))
+    q_norm = all_q.norm(dim=-1)
+
+    def chunk_accuracy(a: int) -> np.ndarray:
+        x, idx = sup_f[a:a + chunk], q_idx_t[a:a + chunk]
+        coef, bias = fit_logreg_coefficients(x, sup_y_t[a:a + chunk], ways, C)
+        w32 = torch.bmm(coef.to(x.dtype), x)
+        pred = predict_batched(w32, bias, all_q[idx], q_norm[idx], lambda e: torch.bmm(coef[e], x[e].double()))
+        return (pred.numpy() == q_y[a:a + chunk]).mean(1)
+
+    starts = range(0, len(sup_f), chunk)
+    if workers <= 1:
+        return np.concatenate([chunk_accuracy(a) for a in starts])
+    with ThreadPoolExecutor(workers) as pool:
+        return np.concatenate(list(pool.map(chunk_accuracy, starts)))
 
 
 def evaluate(model: torch.nn.Module, test: PreparedSplit, cfg: EvalConfig, device: torch.device,
