@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from metantk_nas.kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from metantk_nas.kernels.metantk import condition_number, metantk
-from metantk_nas.kernels.ntk import kernel_parameter_names, ntk_fast, ntk_opacus
+from metantk_nas.kernels.ntk import gram_from_grads, kernel_parameter_names, ntk_fast, ntk_opacus, per_sample_grads
 from metantk_nas.nas.networks import SuperNet, full_mask
 from metantk_nas.search.scoring import LogitsNet
 
@@ -89,15 +89,12 @@ def convert_bn_to_gn(module):
 
 
 def metantk_cond(net, mask, head, x, inner, backend, chunk):
+    """As the search: the NTK over the live weights; the ANIL kernel from the head-weight part of the same pass
+    (the original's Opacus "NNGP" is that part too)."""
     ln = LogitsNet(net, mask, head)
-    names = kernel_parameter_names(ln, ln.live_parameter)
-    theta = ntk_fast(ln, x, names, chunk) if backend == "fast" else ntk_opacus(ln, x, names)
-    if inner == "maml":
-        k = theta
-    else:
-        with torch.no_grad():
-            f = net.features(x, mask).double()
-        k = 5 * f @ f.T
+    grads = per_sample_grads(ln, x, kernel_parameter_names(ln, ln.live_parameter), backend, chunk)
+    theta = gram_from_grads(grads)
+    k = theta if inner == "maml" else gram_from_grads([grads["head.weight"]])
     return condition_number(metantk(theta, k, 3, float("inf") if inner == "maml" else 1.0, 1e-3))
 
 
@@ -132,6 +129,8 @@ def main():
         def original():
             net = convert_bn_to_gn(SuperNet(args.channels, cells, 64, "batchnorm")).to(dev)
             net.load_state_dict(origin.state_dict())
+            with torch.no_grad():  # its kernel function first runs the queries through network 0 for the width
+                origin.features(x[: len(x) // 2], mask)
             return (metantk_cond(origin, mask, head, x, inner, "opacus", 0), metantk_cond(net, cand, head, x, inner, "opacus", 0))
 
         ln = LogitsNet(origin, mask, head)

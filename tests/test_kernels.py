@@ -8,7 +8,8 @@ import torch.nn as nn
 from metantk_nas.kernels.linear_regions import (activation_patterns, count_by_hamming, count_unique_patterns,
                                                 relu_modules)
 from metantk_nas.kernels.metantk import condition_number, inner_operator, metantk
-from metantk_nas.kernels.ntk import ParamFilter, empirical_ntk, kernel_parameter_names, ntk_coupled, ntk_fast, ntk_opacus
+from metantk_nas.kernels.ntk import (ParamFilter, empirical_ntk, gram_from_grads, kernel_parameter_names, ntk_coupled,
+                                     ntk_fast, ntk_opacus, per_sample_grads)
 from metantk_nas.nas.networks import SuperNet, full_mask, init_weights_
 from metantk_nas.search.scoring import LogitsNet
 
@@ -181,14 +182,17 @@ def test_kernel_parameters_are_non_norm_weights_of_live_ops():
     assert not any(isinstance(dict(ln.named_modules())[n.rsplit(".", 1)[0]], nn.GroupNorm) for n in names)
 
 
-def test_anil_kernel_is_the_head_weight_gram():
+@pytest.mark.parametrize("backend", ["fast", "opacus", "coupled"])
+def test_anil_kernel_is_the_head_weight_gram(backend):
+    """The search takes the ANIL kernel from the head-weight gradients of the full NTK pass; they give
+    5 <phi, phi'> from the features alone, with every backend."""
     net, head = _scored_net()
     x = torch.randn(6, 3, 8, 8)
     ln = LogitsNet(net, full_mask(), head)
-    gram_head = ntk_fast(ln, x, ["head.weight"])
+    grads = per_sample_grads(ln, x, kernel_parameter_names(ln, ln.live_parameter), backend)
     with torch.no_grad():
         f = net.features(x, full_mask())
-    assert torch.allclose(gram_head, 5 * f @ f.T, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(gram_from_grads([grads["head.weight"]]), 5 * f @ f.T, rtol=1e-10, atol=1e-12)
 
 
 def test_nan_or_singular_kernels_give_the_documented_value():

@@ -84,8 +84,8 @@ def test_every_method_gives_a_valid_genotype(method, tiny_prepared):
 @pytest.mark.parametrize("method", ["tenas", "metantk"])
 def test_batchnorm_kernels_use_the_coupled_backend(method, tiny_prepared, monkeypatch):
     seen = []
-    real = scoring.empirical_ntk
-    monkeypatch.setattr(scoring, "empirical_ntk", lambda net, x, names, backend, chunk=0: seen.append(backend) or real(net, x, names, backend, chunk))
+    real = scoring.per_sample_grads
+    monkeypatch.setattr(scoring, "per_sample_grads", lambda net, x, names, backend, chunk=0: seen.append(backend) or real(net, x, names, backend, chunk))
     genotype, _ = run(replace(small_cfg(method), norm="batchnorm"), tiny_prepared)
     assert genotype is not None and seen and set(seen) == {"coupled"}
 
@@ -93,7 +93,7 @@ def test_batchnorm_kernels_use_the_coupled_backend(method, tiny_prepared, monkey
 def test_linreg_never_computes_a_kernel(tiny_prepared, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a kernel was computed")
-    monkeypatch.setattr(scoring, "empirical_ntk", boom)
+    monkeypatch.setattr(scoring, "per_sample_grads", boom)
     cfg = small_cfg("linreg")
     scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
     assert scorer.kernel_net is None

@@ -8,8 +8,11 @@ linear head), as the original (``params_types w``); biases and norm parameters a
 
 Both require per-sample independence (GroupNorm or no norm) and refuse a train-mode BatchNorm.  TE-NAS keeps
 BatchNorm in train mode, so its "per-sample" gradient of sum_c f_c(x_n) flows through the batch statistics into
-every other sample (research §B.1); ``ntk_coupled`` computes exactly that: one forward of the whole batch, then
+every other sample (research §B.1); ``grads_coupled`` computes exactly that: one forward of the whole batch, then
 the N vector-Jacobian products with cotangents e_n 1^T, vmapped (TE-NAS loops ``backward(retain_graph=True)``).
+
+:func:`per_sample_grads` returns the per-parameter gradients, so a kernel over a subset of the parameters (the
+ANIL kernel: the head weight alone) comes from the same pass; :func:`empirical_ntk` sums them into the gram.
 """
 from __future__ import annotations
 
@@ -74,11 +77,11 @@ def _split_params(module: nn.Module, names: list[str]) -> tuple[dict, dict, dict
     return train_p, frozen, dict(module.named_buffers())
 
 
-def ntk_coupled(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 8) -> torch.Tensor:
-    """NTK gram with cross-sample coupling (TE-NAS, train-mode BatchNorm): row n of the Jacobian of
+def grads_coupled(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 8) -> dict[str, torch.Tensor]:
+    """Per-sample gradients with cross-sample coupling (TE-NAS, train-mode BatchNorm): row n of the Jacobian of
     G(theta) = [sum_c f_c(x_m; theta, batch)]_m, from one ordinary forward of the whole batch (running statistics
     update as in TE-NAS) and batched VJPs with cotangents e_n (``is_grads_batched``, ``chunk`` rows at a time to
-    bound memory).  Without coupling it equals ``ntk_fast``."""
+    bound memory).  Without coupling they equal ``grads_fast``'s."""
     params = dict(module.named_parameters())
     wrt = [params[n] for n in names]
     with torch.enable_grad():
@@ -88,12 +91,12 @@ def ntk_coupled(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int
         parts = [torch.autograd.grad(out, wrt, grad_outputs=eye[i:i + chunk], is_grads_batched=True,
                                      retain_graph=i + chunk < len(eye), allow_unused=True, materialize_grads=True)
                  for i in range(0, len(eye), chunk)]
-    return gram_from_grads([torch.cat([p[k] for p in parts]).detach() for k in range(len(wrt))])
+    return {n: torch.cat([p[k] for p in parts]).detach() for k, n in enumerate(names)}
 
 
-def ntk_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 0) -> torch.Tensor:
-    """NTK gram with torch.func: per-sample gradients of sum_c f_c(x_n) w.r.t. the parameters ``names``, for
-    ``chunk`` samples at a time (0: all at once).
+def grads_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 0) -> dict[str, torch.Tensor]:
+    """torch.func: per-sample gradients of sum_c f_c(x_n) w.r.t. the parameters ``names``, for ``chunk`` samples
+    at a time (0: all at once).
 
     ``module(x)`` must return per-sample outputs ``(N, ...)``; samples must not interact (no train-mode BN).
     """
@@ -104,12 +107,12 @@ def ntk_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 
     def g(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
         return functional_call(module, ({**frozen, **p}, buffers), (xi.unsqueeze(0),)).sum()
 
-    grads = vmap(grad(g), in_dims=(None, 0), chunk_size=chunk or None)(train_p, x)
-    return gram_from_grads(grads)
+    return vmap(grad(g), in_dims=(None, 0), chunk_size=chunk or None)(train_p, x)
 
 
-def ntk_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tensor:
-    """NTK gram from Opacus per-sample gradients (``loss_reduction='sum'``, backward of sum of outputs)."""
+def grads_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """Opacus per-sample gradients (``loss_reduction='sum'``, backward of sum of outputs); a parameter that takes
+    no part in the forward pass has none."""
     from opacus import GradSampleModule
 
     was_training = module.training
@@ -121,12 +124,8 @@ def ntk_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Te
         out = gsm(x)
         out.sum().backward()
         params = dict(module.named_parameters())
-        grads = []
-        for n in names:
-            gs = getattr(params[n], "grad_sample", None)
-            if gs is not None:
-                grads.append(gs.detach())
-        return gram_from_grads(grads)
+        samples = {n: getattr(params[n], "grad_sample", None) for n in names}
+        return {n: gs.detach() for n, gs in samples.items() if gs is not None}
     finally:
         gsm._close()
         for p in module.parameters():
@@ -136,18 +135,37 @@ def ntk_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Te
         module.train(was_training)
 
 
-def empirical_ntk(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast",
-                  chunk: int = 0) -> torch.Tensor:
-    """``backend``: fast | opacus (per-sample, independent samples) | coupled (batch statistics allowed);
-    ``chunk``: samples per vectorised gradient pass for fast and coupled (0: all at once)."""
+def per_sample_grads(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast",
+                     chunk: int = 0) -> dict[str, torch.Tensor]:
+    """Per-sample gradients (N, *shape) of sum_c f_c(x_n) for each parameter in ``names``. ``backend``: fast |
+    opacus (per-sample, independent samples) | coupled (batch statistics allowed); ``chunk``: samples per
+    vectorised gradient pass for fast and coupled (0: all at once)."""
     if backend == "coupled":
-        return ntk_coupled(module, x, names, chunk)
+        return grads_coupled(module, x, names, chunk)
     if has_batch_statistics(module):
         raise ValueError(f"the {backend!r} NTK backend needs independent samples, but the network normalises with "
                          "batch statistics (train-mode BatchNorm); use search.norm: batchnorm, which selects the "
                          "coupled backend, or a GroupNorm")
     if backend == "fast":
-        return ntk_fast(module, x, names, chunk)
+        return grads_fast(module, x, names, chunk)
     if backend == "opacus":
-        return ntk_opacus(module, x, names)
+        return grads_opacus(module, x, names)
     raise ValueError(f"unknown NTK backend {backend!r}; expected 'fast', 'opacus' or 'coupled'")
+
+
+def empirical_ntk(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast",
+                  chunk: int = 0) -> torch.Tensor:
+    """The NTK gram over ``names`` (see :func:`per_sample_grads`)."""
+    return gram_from_grads(per_sample_grads(module, x, names, backend, chunk))
+
+
+def ntk_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 0) -> torch.Tensor:
+    return gram_from_grads(grads_fast(module, x, names, chunk))
+
+
+def ntk_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tensor:
+    return gram_from_grads(grads_opacus(module, x, names))
+
+
+def ntk_coupled(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 8) -> torch.Tensor:
+    return gram_from_grads(grads_coupled(module, x, names, chunk))

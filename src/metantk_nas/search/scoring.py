@@ -21,7 +21,7 @@ from ..data.readers import CIFAR10_MEAN, CIFAR10_STD
 from ..data import transforms as T
 from ..kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from ..kernels.metantk import condition_number, metantk
-from ..kernels.ntk import ParamFilter, empirical_ntk, kernel_parameter_names
+from ..kernels.ntk import ParamFilter, gram_from_grads, kernel_parameter_names, per_sample_grads
 from ..nas.networks import SuperNet, init_weights_
 
 TASK_POOL_SEED = 0  # the original's fixed pool of tasks: task i is drawn with np.random.seed(i)
@@ -139,25 +139,25 @@ class Scorer:
         init_weights_(head, gen, "default")
         return head.to(self.device, self.dtype)
 
-    def _gram(self, net: LogitsNet, x: torch.Tensor) -> torch.Tensor:
+    def _grads(self, net: LogitsNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.cfg.norm == "batchnorm":
             # TE-NAS: train-mode BatchNorm couples the samples; every parameter named "weight" (BN gamma too)
             names = kernel_parameter_names(net, net.live_parameter, ParamFilter(norm=True))
-            return empirical_ntk(net.train(), x, names, "coupled", self.cfg.ntk_chunk)
+            return per_sample_grads(net.train(), x, names, "coupled", self.cfg.ntk_chunk)
         names = kernel_parameter_names(net, net.live_parameter)
-        return empirical_ntk(net, x, names, self.cfg.ntk_backend, self.cfg.ntk_chunk)
+        return per_sample_grads(net, x, names, self.cfg.ntk_backend, self.cfg.ntk_chunk)
 
     def metantk_condition(self, mask: np.ndarray, batch: KernelBatch, head: nn.Linear) -> float:
         assert self.kernel_net is not None and self.cfg.kernel is not None
         net = LogitsNet(self.kernel_net, mask, head)
-        theta = self._gram(net, batch.x)
+        grads = self._grads(net, batch.x)
+        theta = gram_from_grads(grads)
         spec = self.cfg.kernel
         if spec.inner == "maml":
             k = theta
         else:
-            with torch.no_grad():
-                feats = self.kernel_net.features(batch.x, mask).double()
-            k = self.cfg.ways * feats @ feats.T  # = gram of the head-weight per-sample gradients
+            # the head-weight part of the same pass, = ways <phi, phi'> (what the original's Opacus "NNGP" is)
+            k = gram_from_grads([grads["head.weight"].double()])
             if torch.allclose(theta.double(), k, rtol=1e-5, atol=1e-8):
                 return self.cfg.fidelity.nan_condition  # the body contributes nothing (all-zero features)
         phi = metantk(theta, k, batch.n_tasks, spec.inner_time, spec.reg, n_query=batch.n_query)
@@ -165,7 +165,8 @@ class Scorer:
 
     def ntk_condition(self, mask: np.ndarray, x: torch.Tensor) -> float:
         assert self.kernel_net is not None
-        return condition_number(self._gram(LogitsNet(self.kernel_net, mask), x), self.cfg.fidelity.nan_condition)
+        gram = gram_from_grads(self._grads(LogitsNet(self.kernel_net, mask), x))
+        return condition_number(gram, self.cfg.fidelity.nan_condition)
 
     # -- one repeat of a candidate ----------------------------------------------------------------------------------
     def kernel_inputs(self, *key: int) -> KernelBatch | torch.Tensor:
