@@ -62,5 +62,6 @@ def main():
         print(f"{shots}-shot: batched {t_fast:7.2f} s, sklearn loop {t_ref:7.2f} s, ratio {t_ref / t_fast:5.1f}x; "
               f"episodes within one query: {100 * agree:.1f}%, mean acc {100 * fast.mean():.2f} vs {100 * ref.mean():.2f}")
 
+
 if __name__ == "__main__":
     main()

@@ -175,7 +175,12 @@ def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: floa
     """Fit E independent problems min_W,b sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C): x (E, n, d), y (E, n) ->
     W (E, K, d), b (E, K), float64 (see :func:`fit_logreg_coefficients`)."""
     coef, b = fit_logreg_coefficients(x, y, n_classes, C, iters, gtol, cg_iters)
-    return torch.bmm(coef, x.double()), b
+    return weights(coef, x), b
+
+
+def weights(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """W = coef x in float64, from :func:`fit_logreg_coefficients`'s coefficients and the support features."""
+    return torch.bmm(coef, x.double())
 
 
 def predict_batched(w: torch.Tensor, b: torch.Tensor, q: torch.Tensor, q_norm: torch.Tensor | None = None,
@@ -281,7 +286,7 @@ def accuracies(sup_f: torch.Tensor, sup_y: np.ndarray, all_q: torch.Tensor, q_id
         x, idx = sup_f[a:a + chunk], q_idx_t[a:a + chunk]
         coef, bias = fit_logreg_coefficients(x, sup_y_t[a:a + chunk], ways, C)
         w32 = torch.bmm(coef.to(x.dtype), x)
-        pred = predict_batched(w32, bias, all_q[idx], q_norm[idx], lambda e: torch.bmm(coef[e], x[e].double()))
+        pred = predict_batched(w32, bias, all_q[idx], q_norm[idx], lambda e: weights(coef[e], x[e]))
         return (pred.numpy() == q_y[a:a + chunk]).mean(1)
 
     starts = range(0, len(sup_f), chunk)
