@@ -37,21 +37,24 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 # logistic regression
 # ---------------------------------------------------------------------------------------------------------------
-def _cg(hvp: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, minv: torch.Tensor, iters: int,
-        tol: torch.Tensor) -> torch.Tensor:
+def _cg(hvp: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], g: torch.Tensor, minv: torch.Tensor,
+        iters: int, tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched preconditioned conjugate gradients for H d = g (one system per episode; ``minv``: the inverse of a
-    diagonal preconditioner), to relative residual ``tol`` per episode."""
+    diagonal preconditioner), to relative residual ``tol`` per episode.  ``hvp(v)`` returns (H v, A v) for a linear
+    map A; CG returns d and A d (accumulated from the A p of its search directions, so it costs no extra product)."""
     tiny = torch.finfo(g.dtype).tiny
     d = torch.zeros_like(g)
+    ad: torch.Tensor | None = None
     r = g.clone()
     z = r * minv
     p = z.clone()
     rz = (r * z).sum((1, 2))
     stop = tol * tol * (r * r).sum((1, 2))
     for _ in range(iters):
-        hp = hvp(p)
+        hp, ap = hvp(p)
         alpha = (rz / (p * hp).sum((1, 2)).clamp_min(tiny))[:, None, None]
         d.addcmul_(alpha, p)
+        ad = alpha * ap if ad is None else ad.addcmul_(alpha, ap)
         r.addcmul_(alpha, hp, value=-1)
         if bool(((r * r).sum((1, 2)) <= stop).all()):
             break
@@ -59,7 +62,8 @@ def _cg(hvp: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, minv: torc
         rz_new = (r * z).sum((1, 2))
         p = z + (rz_new / rz.clamp_min(tiny))[:, None, None] * p
         rz = rz_new
-    return d
+    assert ad is not None, "CG needs at least one iteration"
+    return d, ad
 
 
 def _row_space(x: torch.Tensor, jitter: float = 1e-10) -> torch.Tensor:
@@ -68,9 +72,10 @@ def _row_space(x: torch.Tensor, jitter: float = 1e-10) -> torch.Tensor:
     The gram is formed in the features' own precision (float32 features: float32 products, an absolute error of
     about 1e-7 |x|^2 that perturbs the support logits by the same order, see :func:`fit_logreg_coefficients`). An
     episode whose gram is not numerically positive definite (repeated support vectors) is refactored from a
-    float64 gram plus ``jitter`` times its largest diagonal entry; non-finite features fail.
+    float64 gram plus ``jitter`` times its largest diagonal entry; non-finite features fail.  The factorisation is
+    G = U^T U, z = U^T (LAPACK's upper factorisation is a little faster here than the lower one).
     """
-    low, info = torch.linalg.cholesky_ex(torch.bmm(x, x.transpose(1, 2)).double())
+    up, info = torch.linalg.cholesky_ex(torch.bmm(x, x.transpose(1, 2)).double(), upper=True)
     bad = torch.nonzero(info).flatten()
     if len(bad):
         xb = x[bad].double()
@@ -79,62 +84,84 @@ def _row_space(x: torch.Tensor, jitter: float = 1e-10) -> torch.Tensor:
         gram = xb @ xb.transpose(1, 2)
         diagonal = gram.diagonal(dim1=1, dim2=2)
         diagonal.add_(jitter * diagonal.amax(-1, keepdim=True).clamp_min(1e-300))
-        low_b, info_b = torch.linalg.cholesky_ex(gram)
+        up_b, info_b = torch.linalg.cholesky_ex(gram, upper=True)
         if bool((info_b != 0).any()):
             raise FloatingPointError("support gram not positive definite")
-        low[bad] = low_b
-    return low
+        up[bad] = up_b
+    return up.transpose(1, 2)
 
 
 def _newton_cg(zt: torch.Tensor, y1h: torch.Tensor, inv_c: float, iters: int, gtol: float,
-               cg_iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+               cg_iters: int, exact_below: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """min over theta (E, K, r+1) of sum_i CE(theta zt_i, y_i) + ||theta[..., :-1]||^2 / (2C), zt (E, n, r+1)
     float64 with a last column of ones (the unpenalised intercept), labels one-hot (E, K, n).  Returns theta and
     the class probabilities of the support (E, K, n) at the optimum.
 
-    Inexact Newton (Nocedal & Wright Alg. 7.1): the gradient, objective and iterate in float64, so |g| reaches
-    ``gtol`` |g0| in every episode; the Newton system by Jacobi-preconditioned CG in float32 to the forcing
-    tolerance min(0.5, sqrt(|g|/|g0|)), floored at 1e-5 so that it never chases float32 rounding (the intercept's
-    softmax-shift direction, which has no curvature, is projected out: float32 rounding would otherwise fill it);
-    a backtracking line search along the step's logits, which are linear in theta.
+    Inexact Newton (Nocedal & Wright Alg. 7.1) with the iterate and objective in float64, so |g| reaches ``gtol``
+    |g0| in every episode:
+
+    - the Newton system by CG in float32 to the forcing tolerance min(0.5, sqrt(|g|/|g0|)), floored at 1e-5 so that
+      it never chases float32 rounding, preconditioned by the Hessian's diagonal at the start (uniform
+      probabilities; a fixed preconditioner took fewer CG steps than the current diagonal), with the intercept's
+      softmax-shift direction, which has no curvature, projected out (float32 rounding would otherwise fill it);
+    - a backtracking line search along the step's logits, which are linear in theta;
+    - while |g| > ``exact_below`` |g0| in some episode, the gradient and the step's logits are float32 products too
+      (the step's logits come out of CG: the HVP's first product); once every episode is below, or an episode's
+      |g| stops halving (float32 rounding is large against |g0|, as on nearly collinear features, where the
+      classes' common direction cancels in g0), the logits are recomputed from theta in float64 and every later
+      gradient and step logit is float64.
     """
     e, k, n = y1h.shape
     ztc = zt.float()
-    ztc_sq = ztc * ztc
-    theta = torch.zeros(e, k, zt.shape[-1], dtype=torch.float64)
-    logits = torch.zeros(e, k, n, dtype=torch.float64)
-    lsm = torch.log_softmax(logits, 1)
-    f = -(y1h * lsm).sum((1, 2))
     reg = torch.full((k, zt.shape[-1]), inv_c, dtype=torch.float32)
     reg[:, -1] = 0.0
-    g0 = None
-    for _ in range(iters):
-        p = lsm.exp()
-        grad = torch.bmm(p - y1h, zt)
+    minv = 1.0 / torch.baddbmm(reg, torch.full((e, k, n), (1 - 1 / k) / k), ztc * ztc).clamp_min(1e-12)
+    theta = torch.zeros(e, k, zt.shape[-1], dtype=torch.float64)
+    logits = torch.zeros(e, k, n, dtype=torch.float64)
+    exact = False
+
+    def gradient() -> torch.Tensor:
+        grad = torch.bmm(p - y1h, zt) if exact else torch.bmm((p - y1h).float(), ztc).double()
         grad[..., :-1].add_(theta[..., :-1], alpha=inv_c)
-        gnorm = grad.flatten(1).norm(dim=1)
-        g0 = gnorm if g0 is None else g0
-        rel = gnorm / g0.clamp_min(1e-300)
-        if bool((rel <= gtol).all()):
+        return grad
+
+    def objective(lsm: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return -(y1h * lsm).sum((1, 2)) + 0.5 * inv_c * (w * w).sum((1, 2))
+
+    lsm = torch.log_softmax(logits, 1)
+    p, f = lsm.exp(), objective(lsm, theta[..., :-1])
+    g0, prev_rel = None, torch.inf
+    for _ in range(iters):
+        grad = gradient()
+        g0 = grad.flatten(1).norm(dim=1).clamp_min(1e-300) if g0 is None else g0
+        rel = grad.flatten(1).norm(dim=1) / g0
+        if not exact and (bool((rel <= exact_below).all()) or bool((rel > 0.5 * prev_rel).any())):
+            exact = True
+            logits = torch.bmm(theta, zt.transpose(1, 2))
+            lsm = torch.log_softmax(logits, 1)
+            p, f = lsm.exp(), objective(lsm, theta[..., :-1])
+            grad = gradient()
+            rel = grad.flatten(1).norm(dim=1) / g0
+        if exact and bool((rel <= gtol).all()):
             break
+        prev_rel = rel
         pc = p.float()
 
-        def hvp(v: torch.Tensor) -> torch.Tensor:
+        def hvp(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             sv = torch.bmm(v, ztc.transpose(1, 2))
             out = torch.baddbmm(reg * v, pc * (sv - (pc * sv).sum(1, keepdim=True)), ztc)
             out[..., -1] -= out[..., -1].mean(-1, keepdim=True)
-            return out
+            return out, sv
 
         gc = grad.float()
         gc[..., -1] -= gc[..., -1].mean(-1, keepdim=True)
-        diag = torch.baddbmm(reg, pc * (1 - pc), ztc_sq)         # the Hessian's diagonal (Jacobi preconditioner)
-        step = _cg(hvp, gc, 1.0 / diag.clamp_min(1e-12), cg_iters, rel.sqrt().clamp(1e-5, 0.5).float()).double()
-        dlogits = torch.bmm(step, zt.transpose(1, 2))
+        step, dlogits = _cg(hvp, gc, minv, cg_iters, rel.sqrt().clamp(1e-5, 0.5).float())
+        step = step.double()
+        dlogits = torch.bmm(step, zt.transpose(1, 2)) if exact else dlogits.double()
         t = torch.ones(e, 1, 1, dtype=torch.float64)
         for _ in range(30):
             lsm_new = torch.log_softmax(logits - t * dlogits, 1)
-            w_new = theta[..., :-1] - t * step[..., :-1]
-            f_new = -(y1h * lsm_new).sum((1, 2)) + 0.5 * inv_c * (w_new * w_new).sum((1, 2))
+            f_new = objective(lsm_new, theta[..., :-1] - t * step[..., :-1])
             bad = ~(f_new <= f + 1e-12 * f.abs())          # a NaN objective is a rejected step too
             if not bad.any():
                 break
@@ -144,7 +171,10 @@ def _newton_cg(zt: torch.Tensor, y1h: torch.Tensor, inv_c: float, iters: int, gt
             lsm_new = torch.log_softmax(logits - t * dlogits, 1)
             f_new = torch.where(bad, f, f_new)
         theta, logits, lsm, f = theta - t * step, logits - t * dlogits, lsm_new, f_new
-    return theta, lsm.exp()
+        p = lsm.exp()
+    if not exact:  # the iteration limit came first: probabilities of the float64 logits
+        p = torch.softmax(torch.bmm(theta, zt.transpose(1, 2)), 1)
+    return theta, p
 
 
 def fit_logreg_coefficients(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
@@ -286,7 +316,10 @@ def accuracies(sup_f: torch.Tensor, sup_y: np.ndarray, all_q: torch.Tensor, q_id
         x, idx = sup_f[a:a + chunk], q_idx_t[a:a + chunk]
         coef, bias = fit_logreg_coefficients(x, sup_y_t[a:a + chunk], ways, C)
         w32 = torch.bmm(coef.to(x.dtype), x)
-        pred = predict_batched(w32, bias, all_q[idx], q_norm[idx], lambda e: weights(coef[e], x[e]))
+        flat = idx.flatten()       # index_select: a plain row gather, twice as fast as advanced indexing here
+        q = all_q.index_select(0, flat).view(*idx.shape, -1)
+        pred = predict_batched(w32, bias, q, q_norm.index_select(0, flat).view(idx.shape),
+                               lambda e: weights(coef[e], x[e]))
         return (pred.numpy() == q_y[a:a + chunk]).mean(1)
 
     starts = range(0, len(sup_f), chunk)
