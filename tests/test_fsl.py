@@ -215,6 +215,9 @@ def test_float32_prediction_refines_near_ties_in_float64():
     reference = (torch.einsum("emd,ekd->emk", q.double(), w) + b[:, None]).argmax(-1)
     assert bool((reference == 1).all())
     assert torch.equal(predict_batched(w, b, q), reference)
+    zero_sum = w - w.mean(1, keepdim=True)               # fitted weights' rows sum to zero: K - 1 of them suffice
+    assert torch.equal(predict_batched(zero_sum[:, :-1], b, q, zero_sum=True), predict_batched(zero_sum, b, q))
+    assert bool((predict_batched(zero_sum[:, :-1], b, q, zero_sum=True) == 1).all())
 
 
 def test_batched_solver_handles_repeated_support_vectors():
