@@ -107,6 +107,55 @@ def test_fast_and_opacus_backends_agree_in_float64():
     assert condition_number(a) == pytest.approx(condition_number(b), rel=1e-6)
 
 
+class _EveryLayerKind(nn.Module):
+    """Each conv kind the fast backend forms per-sample gradients for, with biases, plus a layer called twice, a
+    linear layer on a 3-D input and a GroupNorm weight (taken by vmap)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = nn.Conv2d(3, 4, 3, stride=2, padding=1)                          # dense k x k, strided
+        self.depthwise = nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=4)  # depthwise, dilated
+        self.grouped = nn.Conv2d(4, 6, (1, 5), padding=(0, 2), groups=2)               # grouped, 1 x 5
+        self.pointwise = nn.Conv2d(6, 6, 1, stride=2)                                  # 1 x 1, strided
+        self.norm = nn.GroupNorm(2, 6)
+        self.tokens = nn.Linear(6, 5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.grouped(torch.tanh(self.depthwise(torch.tanh(self.dense(x)))))
+        h = self.norm(self.pointwise(torch.tanh(self.pointwise(h))))                  # pointwise used twice
+        t = torch.tanh(self.tokens(h.flatten(2).transpose(1, 2)))                     # (N, pixels, 5)
+        return self.head(t.mean(1))
+
+
+def _per_sample_loop(module, x, names):
+    """Independent reference: autograd of sum_c f_c(x_n), one sample at a time."""
+    params = dict(module.named_parameters())
+    rows = [torch.autograd.grad(module(x[n:n + 1]).sum(), [params[k] for k in names]) for n in range(len(x))]
+    return {k: torch.stack([r[i] for r in rows]) for i, k in enumerate(names)}
+
+
+def test_fast_backend_per_sample_gradients_of_every_layer_kind_equal_a_per_sample_loop():
+    torch.manual_seed(0)
+    net = _EveryLayerKind()
+    x = torch.randn(5, 3, 12, 12)
+    names = [n for n, _ in net.named_parameters()]
+    reference = _per_sample_loop(net, x, names)
+    for chunk in (0, 2):
+        fast = per_sample_grads(net, x, names, "fast", chunk)
+        assert set(fast) == set(names)
+        for k in names:
+            assert torch.allclose(fast[k], reference[k], rtol=1e-10, atol=1e-12), k
+
+
+def test_fast_backend_refuses_an_in_place_overwrite_of_a_recorded_output():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.LazyLinear(2))
+    x = torch.randn(2, 3, 6, 6)
+    net(x)
+    with pytest.raises(ValueError, match="in-place"):
+        per_sample_grads(net, x, ["0.weight"], "fast")
+
+
 def _te_nas_loop_ntk(module, x, names):
     """TE-NAS's get_ntk_n: one train-mode forward of the batch, then backward(retain_graph) per sample."""
     params = dict(module.named_parameters())

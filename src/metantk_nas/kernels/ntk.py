@@ -3,7 +3,12 @@
 Parameters: the ``.weight`` of every non-normalisation module that takes part in the forward pass (convs, the
 linear head), as the original (``params_types w``); biases and norm parameters are switchable.  Two backends:
 
-* ``fast``: ``torch.func`` — ``vmap(grad(g))`` over single samples on a ``functional_call`` of the module;
+* ``fast``: layer by layer from one batched forward and one backward pass.  With independent samples the
+  gradient of sum_n g(x_n) with respect to a layer's output y holds every sample's own cotangent dg(x_n)/dy_n, so
+  one backward pass (activation gradients only, no weight gradients) gives them all; each conv/linear layer's
+  per-sample weight gradient is then formed from its recorded input a_n and cotangent: a batched matrix product
+  for 1x1 convs and linear layers, nine shifted products for depthwise convs, and for any other conv the weight
+  gradient of a convolution that treats the batch as groups.  Activations run in channels_last.
 * ``opacus``: Opacus' ``GradSampleModule`` (per-sample gradients from one backward pass), as the original.
 
 Both require per-sample independence (GroupNorm or no norm) and refuse a train-mode BatchNorm.  TE-NAS keeps
@@ -21,6 +26,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm)
 
@@ -70,13 +76,6 @@ def has_batch_statistics(module: nn.Module) -> bool:
                for m in module.modules())
 
 
-def _split_params(module: nn.Module, names: list[str]) -> tuple[dict, dict, dict]:
-    params = dict(module.named_parameters())
-    train_p = {n: params[n].detach() for n in names}
-    frozen = {n: p.detach() for n, p in params.items() if n not in train_p}
-    return train_p, frozen, dict(module.named_buffers())
-
-
 def grads_coupled(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 8) -> dict[str, torch.Tensor]:
     """Per-sample gradients with cross-sample coupling (TE-NAS, train-mode BatchNorm): row n of the Jacobian of
     G(theta) = [sum_c f_c(x_m; theta, batch)]_m, from one ordinary forward of the whole batch (running statistics
@@ -95,19 +94,104 @@ def grads_coupled(module: nn.Module, x: torch.Tensor, names: list[str], chunk: i
 
 
 def grads_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 0) -> dict[str, torch.Tensor]:
-    """torch.func: per-sample gradients of sum_c f_c(x_n) w.r.t. the parameters ``names``, for ``chunk`` samples
-    at a time (0: all at once).
+    """Per-sample gradients of sum_c f_c(x_n) w.r.t. the parameters ``names``, for ``chunk`` samples at a time
+    (0: all at once): layer by layer (module docstring) for the weights and biases of Conv2d and Linear layers;
+    any other parameter (a norm's affine weight) by ``vmap(grad(g))`` over single samples.
 
-    ``module(x)`` must return per-sample outputs ``(N, ...)``; samples must not interact (no train-mode BN).
+    ``module(x)`` must return per-sample outputs ``(N, ...)``; samples must not interact (no train-mode BN), and
+    no in-place operation may overwrite a recorded layer input or output (checked).
     """
+    mods = dict(module.named_modules())
+    layer = [n for n in names if isinstance(mods[n.rpartition(".")[0]], (nn.Conv2d, nn.Linear))
+             and n.rpartition(".")[2] in ("weight", "bias")]
+    other = [n for n in names if n not in layer]
+    parts = []
+    for xc in x.split(chunk or len(x)):
+        grads = _layerwise_grads(module, xc, layer) if layer else {}
+        if other:
+            grads.update(_vmap_grads(module, xc, other))
+        parts.append(grads)
+    return parts[0] if len(parts) == 1 else {n: torch.cat([p[n] for p in parts]) for n in names}
+
+
+def _vmap_grads(module: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     from torch.func import functional_call, grad, vmap
 
-    train_p, frozen, buffers = _split_params(module, names)
+    params = dict(module.named_parameters())
+    train_p = {n: params[n].detach() for n in names}
+    frozen = {n: p.detach() for n, p in params.items() if n not in train_p}
+    buffers = dict(module.named_buffers())
 
     def g(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
         return functional_call(module, ({**frozen, **p}, buffers), (xi.unsqueeze(0),)).sum()
 
-    return vmap(grad(g), in_dims=(None, 0), chunk_size=chunk or None)(train_p, x)
+    return vmap(grad(g), in_dims=(None, 0))(train_p, x)
+
+
+def _layerwise_grads(module: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    mods = dict(module.named_modules())
+    owners: dict[str, list[str]] = {}   # layer -> its parameters in names
+    for name in names:
+        owners.setdefault(name.rpartition(".")[0], []).append(name)
+    calls: list[tuple[str, torch.Tensor, torch.Tensor, int, int]] = []   # (module, input, output, versions)
+
+    def record(mname: str) -> Callable:
+        def hook(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+            calls.append((mname, inputs[0], out, inputs[0]._version, out._version))
+        return hook
+
+    handles = [mods[m].register_forward_hook(record(m)) for m in owners]
+    try:
+        x = x.detach().contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.detach()
+        with torch.enable_grad():
+            total = module(x.requires_grad_(True)).sum()
+    finally:
+        for h in handles:
+            h.remove()
+    for mname, a, out, va, vo in calls:
+        if a._version != va or out._version != vo:
+            raise ValueError(f"the fast NTK backend needs the input and output of {mname!r} unchanged after its "
+                             "forward, but an in-place operation overwrote one (use inplace=False)")
+    cotangents = torch.autograd.grad(total, [c[2] for c in calls], allow_unused=True, materialize_grads=True)
+    grads: dict[str, torch.Tensor] = {}
+    for (mname, a, _, _, _), g in zip(calls, cotangents):
+        m = mods[mname]
+        for name in owners[mname]:
+            sample = (_weight_samples(m, a.detach(), g) if name.endswith("weight")
+                      else g.sum((2, 3)) if isinstance(m, nn.Conv2d) else torch.einsum("n...o->no", g))
+            grads[name] = grads[name] + sample if name in grads else sample   # a layer called twice
+    params = dict(module.named_parameters())
+    return {n: grads[n] if n in grads else x.new_zeros(len(x), *params[n].shape) for n in names}   # unused layer
+
+
+def _pixels_by_channels(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, H*W, C), a view for channels_last tensors."""
+    return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, t.shape[1])
+
+
+def _weight_samples(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients (N, *weight.shape) of a layer from its input ``a`` and output cotangent ``g``."""
+    n = a.shape[0]
+    if isinstance(m, nn.Linear):
+        return torch.einsum("n...o,n...i->noi", g, a)
+    assert isinstance(m, nn.Conv2d)
+    (kh, kw), (sh, sw), (dh, dw), padding = m.kernel_size, m.stride, m.dilation, m.padding
+    if isinstance(padding, str):
+        raise ValueError(f"the fast NTK backend needs numeric conv padding, not {padding!r}")
+    ph, pw = padding
+    if (kh, kw) == (1, 1) and (ph, pw) == (0, 0) and m.groups == 1:
+        a = a[:, :, ::sh, ::sw]
+        return torch.bmm(_pixels_by_channels(g).transpose(1, 2), _pixels_by_channels(a)).view(n, *m.weight.shape)
+    ho, wo = g.shape[2:]
+    if m.groups == m.in_channels == m.out_channels:   # depthwise: one shifted product per kernel tap
+        ap = F.pad(a, (pw, pw, ph, ph))
+        taps = [(ap[:, :, dh * i: dh * i + sh * (ho - 1) + 1: sh, dw * j: dw * j + sw * (wo - 1) + 1: sw] * g).sum((2, 3))
+                for i in range(kh) for j in range(kw)]
+        return torch.stack(taps, -1).view(n, *m.weight.shape)
+    # any other conv: the weight gradient of the same conv applied to all samples at once as n * groups groups
+    w = torch.nn.grad.conv2d_weight(a.reshape(1, -1, *a.shape[2:]), (n * m.out_channels, *m.weight.shape[1:]),
+                                    g.reshape(1, -1, ho, wo), m.stride, m.padding, m.dilation, n * m.groups)
+    return w.view(n, *m.weight.shape)
 
 
 def grads_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
