@@ -8,7 +8,8 @@ linear head), as the original (``params_types w``); biases and norm parameters a
   one backward pass (activation gradients only, no weight gradients) gives them all; each conv/linear layer's
   per-sample weight gradient is then formed from its recorded input a_n and cotangent: a batched matrix product
   for 1x1 convs and linear layers, nine shifted products for depthwise convs, and for any other conv the weight
-  gradient of a convolution that treats the batch as groups.  Activations run in channels_last.
+  gradient of a convolution that treats the batch as groups.  Activations stay in the contiguous (NCHW) layout:
+  channels_last convolutions were about 15% faster on CPU but doubled the float32 error of the kernel.
 * ``opacus``: Opacus' ``GradSampleModule`` (per-sample gradients from one backward pass), as the original.
 
 Both require per-sample independence (GroupNorm or no norm) and refuse a train-mode BatchNorm.  TE-NAS keeps
@@ -142,7 +143,7 @@ def _layerwise_grads(module: nn.Module, x: torch.Tensor, names: list[str]) -> di
 
     handles = [mods[m].register_forward_hook(record(m)) for m in owners]
     try:
-        x = x.detach().contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.detach()
+        x = x.detach()
         with torch.enable_grad():
             total = module(x.requires_grad_(True)).sum()
     finally:
@@ -164,11 +165,6 @@ def _layerwise_grads(module: nn.Module, x: torch.Tensor, names: list[str]) -> di
     return {n: grads[n] if n in grads else x.new_zeros(len(x), *params[n].shape) for n in names}   # unused layer
 
 
-def _pixels_by_channels(t: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, H*W, C), a view for channels_last tensors."""
-    return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, t.shape[1])
-
-
 def _weight_samples(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Per-sample weight gradients (N, *weight.shape) of a layer from its input ``a`` and output cotangent ``g``."""
     n = a.shape[0]
@@ -181,7 +177,7 @@ def _weight_samples(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Ten
     ph, pw = padding
     if (kh, kw) == (1, 1) and (ph, pw) == (0, 0) and m.groups == 1:
         a = a[:, :, ::sh, ::sw]
-        return torch.bmm(_pixels_by_channels(g).transpose(1, 2), _pixels_by_channels(a)).view(n, *m.weight.shape)
+        return torch.bmm(g.flatten(2), a.flatten(2).transpose(1, 2)).view(n, *m.weight.shape)
     ho, wo = g.shape[2:]
     if m.groups == m.in_channels == m.out_channels:   # depthwise: one shifted product per kernel tap
         ap = F.pad(a, (pw, pw, ph, ph))
