@@ -7,7 +7,7 @@ linear head), as the original (``params_types w``); biases and norm parameters a
   gradient of sum_n g(x_n) with respect to a layer's output y holds every sample's own cotangent dg(x_n)/dy_n, so
   one backward pass (activation gradients only, no weight gradients) gives them all; each conv/linear layer's
   per-sample weight gradient is then formed from its recorded input a_n and cotangent: a batched matrix product
-  for 1x1 convs and linear layers, nine shifted products for depthwise convs, and for any other conv the weight
+  for 1x1 convs and linear layers, one shifted product per kernel tap for depthwise convs, and for any other conv the weight
   gradient of a convolution that treats the batch as groups.  Activations stay in the contiguous (NCHW) layout:
   channels_last convolutions were about 15% faster on CPU but doubled the float32 error of the kernel.
 * ``opacus``: Opacus' ``GradSampleModule`` (per-sample gradients from one backward pass), as the original.
@@ -108,7 +108,7 @@ def grads_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int 
     other = [n for n in names if n not in layer]
     parts = []
     for xc in x.split(chunk or len(x)):
-        grads = _layerwise_grads(module, xc, layer) if layer else {}
+        grads = _layerwise_grads(module, mods, xc, layer) if layer else {}
         if other:
             grads.update(_vmap_grads(module, xc, other))
         parts.append(grads)
@@ -129,8 +129,8 @@ def _vmap_grads(module: nn.Module, x: torch.Tensor, names: list[str]) -> dict[st
     return vmap(grad(g), in_dims=(None, 0))(train_p, x)
 
 
-def _layerwise_grads(module: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-    mods = dict(module.named_modules())
+def _layerwise_grads(module: nn.Module, mods: dict[str, nn.Module], x: torch.Tensor,
+                     names: list[str]) -> dict[str, torch.Tensor]:
     owners: dict[str, list[str]] = {}   # layer -> its parameters in names
     for name in names:
         owners.setdefault(name.rpartition(".")[0], []).append(name)
@@ -161,8 +161,8 @@ def _layerwise_grads(module: nn.Module, x: torch.Tensor, names: list[str]) -> di
             sample = (_weight_samples(m, a.detach(), g) if name.endswith("weight")
                       else g.sum((2, 3)) if isinstance(m, nn.Conv2d) else torch.einsum("n...o->no", g))
             grads[name] = grads[name] + sample if name in grads else sample   # a layer called twice
-    params = dict(module.named_parameters())
-    return {n: grads[n] if n in grads else x.new_zeros(len(x), *params[n].shape) for n in names}   # unused layer
+    return {n: grads[n] if n in grads else x.new_zeros(len(x), *module.get_parameter(n).shape)   # layer not called
+            for n in names}
 
 
 def _weight_samples(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
