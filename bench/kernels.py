@@ -28,8 +28,7 @@ import torch.nn as nn
 from metantk_nas.kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from metantk_nas.kernels.metantk import condition_number, metantk
 from metantk_nas.kernels.ntk import gram_from_grads, kernel_parameter_names, ntk_fast, ntk_opacus, per_sample_grads
-from metantk_nas.nas.networks import SuperNet, full_mask
-from metantk_nas.search.scoring import LogitsNet
+from metantk_nas.nas.networks import LogitsNet, SuperNet, full_mask, thin_supernet
 
 
 def timed(fn, reps):
@@ -149,7 +148,7 @@ def main():
             with PeakMemory(dev) as mem:
                 t = timed(fn, args.reps)[0]
             rows[name] = (t, mem.peak)
-        thin = SuperNet(1, 2, 64, "batchnorm", in_channels=1, use_stem=False).to(dev).train()
+        thin = thin_supernet(1, 64).to(dev).train()
         xs = [torch.randn(1000, 1, 3, 3, device=dev) for _ in range(3)]
         lr_t, _ = timed(lambda: [count_unique_patterns(activation_patterns(lambda z: thin(z, m), relu_modules(thin), xs))
                                  for m in (mask, cand)], args.reps)

@@ -10,8 +10,7 @@ from metantk_nas.kernels.linear_regions import (activation_patterns, count_by_ha
 from metantk_nas.kernels.metantk import condition_number, inner_operator, metantk
 from metantk_nas.kernels.ntk import (ParamFilter, empirical_ntk, gram_from_grads, kernel_parameter_names, ntk_coupled,
                                      ntk_fast, ntk_opacus, per_sample_grads)
-from metantk_nas.nas.networks import SuperNet, full_mask, init_weights_
-from metantk_nas.search.scoring import LogitsNet
+from metantk_nas.nas.networks import LogitsNet, SuperNet, full_mask, init_weights_, thin_supernet
 
 
 
@@ -273,7 +272,7 @@ def test_nan_or_singular_kernels_give_the_documented_value():
 # -- linear regions --------------------------------------------------------------------------------------------------
 def test_unique_pattern_count_equals_the_originals_hamming_formula():
     torch.manual_seed(0)
-    thin = SuperNet(1, 2, 3, "batchnorm", in_channels=1, use_stem=False).float().train()
+    thin = thin_supernet(1, 3).float().train()
     init_weights_(thin, torch.Generator().manual_seed(1))
     batches = [torch.randn(300, 1, 3, 3, dtype=torch.float32) for _ in range(2)]
     pats = activation_patterns(lambda x: thin(x, full_mask()), relu_modules(thin), batches)
@@ -284,10 +283,22 @@ def test_unique_pattern_count_equals_the_originals_hamming_formula():
     assert count_unique_patterns(p) == 3 == round(count_by_hamming(p))
 
 
-def test_only_relus_of_live_ops_are_recorded():
-    thin = SuperNet(1, 2, 3, "batchnorm", in_channels=1, use_stem=False).float().train()
-    x = [torch.randn(50, 1, 3, 3, dtype=torch.float32)]
-    full = activation_patterns(lambda z: thin(z, full_mask()), relu_modules(thin), x).shape[1]
-    m = full_mask()
-    m[:, :, 1] = False  # drop every sep_conv_3x3 (which has ReLUs)
-    assert activation_patterns(lambda z: thin(z, m), relu_modules(thin), x).shape[1] < full
+# -- a module registered twice --------------------------------------------------------------------------------------
+def test_networks_register_every_module_once_and_a_shared_module_is_refused():
+    """Opacus hooks a module once per name it is reachable under: the plain NTK's classifier, registered as
+    ``head`` and ``body.classifier``, came out with twice its per-sample gradient (4x its part of the gram)."""
+    from metantk_nas.kernels.ntk import shared_modules
+    from metantk_nas.nas.genotype import Genotype
+    from metantk_nas.nas.networks import EvalNet
+
+    net, head = _scored_net()
+    g = Genotype.make([[("sep_conv_3x3", 0), ("skip_connect", 1)]] * 3, [[("max_pool_3x3", 0), ("conv_3x3", 1)]] * 3)
+    for module in (LogitsNet(net, full_mask()), LogitsNet(net, full_mask(), head), thin_supernet(1, 4),
+                   EvalNet(g, 4, 5, 3)):
+        assert shared_modules(module) == {}
+    twice = nn.Sequential(net.classifier, nn.Identity())
+    twice.again = net.classifier
+    assert shared_modules(twice) == {"0": ["again"]}
+    for backend in ("fast", "opacus", "coupled"):
+        with pytest.raises(ValueError, match="registered as 'again'"):
+            per_sample_grads(twice, torch.randn(2, 48), ["0.weight"], backend)

@@ -66,13 +66,6 @@ def test_one_op_per_edge_per_round_then_two_edges_per_node(reference_run):
     assert all(op in cfg.ops for node in genotype.normal + genotype.reduce for op, _ in node)
 
 
-def test_full_space_takes_six_rounds(tiny_prepared):
-    cfg = small_cfg(method="linreg", ops=tuple(OP_NAMES))
-    _, state = run(cfg, tiny_prepared)
-    assert len(state.rounds) == 6
-    assert [len(r["candidates"]) for r in state.rounds] == [18 * k for k in (7, 6, 5, 4, 3, 2)]
-
-
 @pytest.mark.parametrize("method", ["metantk", "tenas", "linreg", "random"])
 def test_every_method_gives_a_valid_genotype(method, tiny_prepared):
     genotype, _ = run(small_cfg(method), tiny_prepared)
@@ -187,3 +180,150 @@ def test_a_budget_is_respected_and_a_too_small_one_is_a_clear_error(reference_ru
     assert got != genotype
     with pytest.raises(PipelineError, match="below the smallest valid cell"):
         solve(rec, 16, 5, 8, budget_millions=0.0001)
+
+
+# -- the search's own networks ----------------------------------------------------------------------------------
+def test_in_a_reference_search_normal_cell_candidates_change_the_region_count(reference_run):
+    """The linear-region network has a normal cell (it used to have two reduction cells, so every normal-cell dR
+    was exactly 0 and normal cells were pruned on dK alone)."""
+    _, _, state = reference_run
+    normal = [c["dR"] for r in state.rounds for c in r["candidates"] if c["cell"] == "normal"]
+    assert any(d != 0 for d in normal)   # 40 inputs of 8x8 crops nearly saturate the count: 3 of 45 here
+
+
+@pytest.mark.parametrize("method,inner", [("metantk", "maml"), ("metantk", "anil"), ("tenas", None)])
+def test_backends_agree_on_the_exact_kernel_each_method_computes(method, inner, tiny_prepared):
+    """fast = opacus on the search's own configuration: its networks, batches and heads (for tenas, the
+    supernet's own classifier), in float64."""
+    train = load_split(tiny_prepared, "train")
+    kernel = KernelSpec(inner, 1.0, 1e-5) if inner else None
+    scorers = {b: Scorer(replace(small_cfg(method), kernel=kernel, ntk_backend=b, grad_dtype="float64"), train,
+                         torch.device("cpu")) for b in ("fast", "opacus")}
+    scorers["fast"].reinit_kernel_net(0)
+    scorers["opacus"].kernel_net.load_state_dict(scorers["fast"].kernel_net.state_dict())
+    cand = initial_mask(small_cfg().ops)
+    cand[0, 3, OP_NAMES.index("conv_3x3")] = False
+    for mask in (initial_mask(small_cfg().ops), cand):
+        out = {}
+        for b, s in scorers.items():
+            inputs, head = s.kernel_inputs(0, 1, 0), s.new_head(0, 1, 0)
+            out[b] = (s.metantk_kernels(mask, inputs, head) if method == "metantk" else (s.ntk_kernel(mask, inputs),))
+        for a, b in zip(out["fast"], out["opacus"]):
+            assert torch.allclose(a.double(), b.double(), rtol=1e-9, atol=1e-12)
+    if method == "tenas":
+        from metantk_nas.nas.networks import LogitsNet
+        from metantk_nas.kernels.ntk import kernel_parameter_names
+        net = LogitsNet(scorers["fast"].kernel_net, cand)
+        assert "body.classifier.weight" in kernel_parameter_names(net, net.live_parameter)
+
+
+# -- every fidelity switch changes what the docs say, and nothing else -------------------------------------------
+def _spy(scorer, monkeypatch):
+    calls = []
+
+    def fake(mask, inputs, head):
+        calls.append((mask.copy(), inputs, head))
+        return 2.0 + float(mask.sum()) / 100
+    monkeypatch.setattr(scorer, "kernel_condition", fake)
+    return calls
+
+
+def test_fresh_head_per_network_gives_the_candidate_its_own_head(tiny_prepared, monkeypatch):
+    train = load_split(tiny_prepared, "train")
+    origin = initial_mask(small_cfg().ops)
+    cand = origin.copy()
+    cand[1, 2, OP_NAMES.index("conv_3x3")] = False
+    seen = {}
+    for fresh in (True, False):
+        cfg = replace(small_cfg(), fidelity=FidelitySwitches(fresh_head_per_network=fresh))
+        scorer = Scorer(cfg, train, torch.device("cpu"))
+        calls = _spy(scorer, monkeypatch)
+        scorer.kernel_delta(origin, cand, 0, 5, 0)
+        (m_o, x_o, h_o), (m_c, x_c, h_c) = calls
+        assert x_o is x_c and (m_o == origin).all() and (m_c == cand).all()
+        assert (h_o is not h_c) == fresh
+        assert torch.equal(h_o.weight, h_c.weight) != fresh
+        seen[fresh] = (x_o, h_o)
+    # nothing else: the same batch and the same origin head either way
+    assert torch.equal(seen[True][0].x, seen[False][0].x) and torch.equal(seen[True][1].weight, seen[False][1].weight)
+
+
+def test_fresh_batch_per_candidate_recomputes_the_origin_on_its_own_batch(tiny_prepared, monkeypatch):
+    train = load_split(tiny_prepared, "train")
+    mask = initial_mask(small_cfg().ops)
+    records = {}
+    for fresh in (True, False):
+        cfg = replace(small_cfg(), repeats=2, fidelity=FidelitySwitches(fresh_batch_per_candidate=fresh))
+        scorer = Scorer(cfg, train, torch.device("cpu"))
+        calls = _spy(scorer, monkeypatch)
+        _, records[fresh] = PruningSearch(cfg, scorer, progress=False).prune_round(mask, 0, lambda n: None)
+        n_cand = len(records[fresh]["candidates"])
+        origin_calls = [c for c in calls if (c[0] == mask).all()]
+        batches = {id(c[1]) for c in calls}
+        if fresh:   # per candidate and repeat: its own batch, the origin's kernel on it
+            assert len(origin_calls) == n_cand * 2 and len(batches) == n_cand * 2
+        else:       # one batch per repeat for the whole round, the origin's kernel once per repeat
+            assert len(origin_calls) == 2 and len(batches) == 2
+        assert len(calls) - len(origin_calls) == n_cand * 2
+    # nothing else: the region scores are the same
+    assert [c["dR"] for c in records[True]["candidates"]] == [c["dR"] for c in records[False]["candidates"]]
+
+
+def test_default_init_is_pytorchs_default_and_the_switch_gives_kaiming_normal(tiny_prepared):
+    train = load_split(tiny_prepared, "train")
+    weights, inputs = {}, {}
+    for default in (True, False):
+        cfg = replace(small_cfg(), fidelity=FidelitySwitches(default_init=default))
+        scorer = Scorer(cfg, train, torch.device("cpu"))
+        scorer.reinit_kernel_net(0)
+        scorer.reinit_thin(0, 0)
+        w = torch.cat([m.weight.flatten() / (1 / m.weight[0].numel() ** 0.5) for m in scorer.kernel_net.modules()
+                       if isinstance(m, torch.nn.Conv2d)])   # in units of 1/sqrt(fan_in)
+        t = torch.cat([m.weight.flatten() * m.weight[0].numel() ** 0.5 for m in scorer.thin.modules()
+                       if isinstance(m, torch.nn.Conv2d)])
+        weights[default] = (w, t)
+        inputs[default] = scorer.kernel_inputs(0, 0, 0).x
+    # PyTorch default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) -> |w| <= 1, variance 1/3; kaiming normal: variance 2
+    for w in weights[True]:
+        assert w.abs().max() <= 1 and abs(float(w.var()) - 1 / 3) < 0.1
+    for w in weights[False]:
+        assert w.abs().max() > 1 and abs(float(w.var()) - 2) < 0.5
+    assert torch.equal(inputs[True], inputs[False])   # nothing else: the same data
+
+
+def test_cifar_normalisation_changes_only_the_kernel_inputs_constants(tiny_prepared):
+    from metantk_nas.data.readers import CIFAR10_MEAN, CIFAR10_STD
+
+    train = load_split(tiny_prepared, "train")
+    got = {}
+    for cifar in (True, False):
+        for method in ("metantk", "tenas"):
+            scorer = Scorer(replace(small_cfg(method), fidelity=FidelitySwitches(cifar_normalisation=cifar)), train,
+                            torch.device("cpu"))
+            inputs = scorer.kernel_inputs(0, 0, 0)
+            x = inputs.x if method == "metantk" else inputs
+            mean, std = (CIFAR10_MEAN, CIFAR10_STD) if cifar else (train.mean, train.std)
+            raw = x * torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1) + torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+            got[cifar, method] = (raw, scorer.region_inputs(np.random.default_rng(0), torch.Generator().manual_seed(0)))
+    for method in ("metantk", "tenas"):
+        (raw_c, reg_c), (raw_d, reg_d) = got[True, method], got[False, method]
+        assert torch.allclose(raw_c, raw_d, atol=1e-5)            # the same images, only normalised differently
+        assert not torch.allclose(got[True, method][0], got[True, method][0] * 0 + raw_d.mean())
+        assert all(torch.equal(a, b) for a, b in zip(reg_c, reg_d))   # the regions' inputs: unchanged
+
+
+def test_nan_condition_is_the_value_of_a_nan_kernel(tiny_prepared, monkeypatch):
+    train = load_split(tiny_prepared, "train")
+    for method in ("metantk", "tenas"):
+        cfg = replace(small_cfg(method), fidelity=FidelitySwitches(nan_condition=123.0))
+        scorer = Scorer(cfg, train, torch.device("cpu"))
+        inputs, head = scorer.kernel_inputs(0, 0, 0), scorer.new_head(0, 0, 0)
+        mask = initial_mask(cfg.ops)
+        finite = scorer.kernel_condition(mask, inputs, head)
+        assert np.isfinite(finite) and finite != 123.0
+        if method == "metantk":
+            monkeypatch.setattr(scoring, "metantk", lambda *a, **k: torch.full((5, 5), float("nan")))
+        else:
+            monkeypatch.setattr(scorer, "ntk_kernel", lambda m, x: torch.full((6, 6), float("nan")))
+        assert scorer.kernel_condition(mask, inputs, head) == 123.0
+        monkeypatch.undo()

@@ -215,11 +215,33 @@ def grads_opacus(module: nn.Module, x: torch.Tensor, names: list[str]) -> dict[s
         module.train(was_training)
 
 
+def shared_modules(module: nn.Module) -> dict[str, list[str]]:
+    """Modules with parameters that are reachable under more than one name: first name -> the other names."""
+    first: dict[int, str] = {}
+    out: dict[str, list[str]] = {}
+    for name, m in module.named_modules(remove_duplicate=False):
+        if not any(True for _ in m.parameters(recurse=False)):
+            continue
+        if id(m) in first:
+            out.setdefault(first[id(m)], []).append(name)
+        else:
+            first[id(m)] = name
+    return out
+
+
 def per_sample_grads(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast",
                      chunk: int = 0) -> dict[str, torch.Tensor]:
     """Per-sample gradients (N, *shape) of sum_c f_c(x_n) for each parameter in ``names``. ``backend``: fast |
     opacus (per-sample, independent samples) | coupled (batch statistics allowed); ``chunk``: samples per
-    vectorised gradient pass for fast and coupled (0: all at once)."""
+    vectorised gradient pass for fast and coupled (0: all at once).
+
+    A module registered under two names is refused: Opacus hooks it once per name and returns a multiple of its
+    gradient, and a parameter name would not say which path it stands for."""
+    shared = shared_modules(module)
+    if shared:
+        first, others = next(iter(shared.items()))
+        raise ValueError(f"per-sample gradients: module {first!r} is also registered as {others[0]!r}; register "
+                         "each module once (Opacus would hook it twice and double its gradient)")
     if backend == "coupled":
         return grads_coupled(module, x, names, chunk)
     if has_batch_statistics(module):

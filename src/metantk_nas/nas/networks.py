@@ -22,7 +22,11 @@ from .ops import OP_NAMES, FactorizedReduce, ReLUConvNorm, make_norm, make_op
 
 
 def supernet_layout(depth: int, n: int | None = None) -> list[tuple[int, bool]]:
-    """(channel multiplier, is_reduction) per cell: [1]*N + [2R] + [2]*N + [4R] + [4]*N, truncated to ``depth``."""
+    """(channel multiplier, is_reduction) per cell: [1]*N + [2R] + [2]*N + [4R] + [4]*N, truncated to ``depth``.
+
+    ``n`` (cells per stage) defaults to the original's ``ntk_N = (depth - 2) // 3`` (1 for 5 cells, 2 for 8); the
+    linear-region proxy passes ``n=1`` with ``depth=2``: one normal cell, then one reduction cell.
+    """
     n = (depth - 2) // 3 if n is None else n
     layout = [(1, False)] * n + [(2, True)] + [(2, False)] * n + [(4, True)] + [(4, False)] * n
     return layout[:depth]
@@ -35,6 +39,18 @@ def evalnet_layout(depth: int) -> list[tuple[int, bool]]:
         red = i in (depth // 3, 2 * depth // 3)
         mult *= 2 if red else 1
         out.append((mult, red))
+    return out
+
+
+def mixed_op(ops: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """The mean of the live ops in the original's arithmetic: sum_o w * op(x) with w = softmax weight = 1/#live
+    (rounded to x's dtype), each term scaled before the sum, so float32 outputs round as the original's do."""
+    if len(ops) == 1:
+        return ops[0](x)  # w = 1 exactly
+    w = 1.0 / len(ops)
+    out = ops[0](x) * w
+    for op in ops[1:]:
+        out = out + op(x) * w
     return out
 
 
@@ -60,10 +76,7 @@ class SearchCell(nn.Module):
                 if len(live) == 0:
                     continue
                 x = states[self.edges[e][1]]
-                out = self.ops[e][live[0]](x)
-                for o in live[1:]:
-                    out = out + self.ops[e][o](x)
-                out = out / len(live) if len(live) > 1 else out
+                out = mixed_op([self.ops[e][o] for o in live], x)
                 node = out if node is None else node + out
             if node is None:
                 raise ValueError("a node has no live incoming edge")
@@ -79,7 +92,7 @@ class SuperNet(nn.Module):
     """
 
     def __init__(self, channels: int, depth: int, num_classes: int, norm: str, in_channels: int = 3,
-                 use_stem: bool = True, head_act: bool = True, nodes: int = N_NODES):
+                 use_stem: bool = True, head_act: bool = True, nodes: int = N_NODES, cells_per_stage: int | None = None):
         super().__init__()
         self.norm_kind = norm
         if use_stem:
@@ -89,7 +102,8 @@ class SuperNet(nn.Module):
             self.stem = nn.Identity()
             c_pp = c_p = in_channels
         cells, red_prev = [], False
-        for mult, red in supernet_layout(depth):
+        self.layout = supernet_layout(depth, cells_per_stage)
+        for mult, red in self.layout:
             c = channels * mult
             cells.append(SearchCell(c_pp, c_p, c, red, red_prev, norm, nodes))
             c_pp, c_p, red_prev = c_p, nodes * c, red
@@ -108,6 +122,42 @@ class SuperNet(nn.Module):
     def forward(self, x: torch.Tensor, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x, mask)
         return f, self.classifier(f)
+
+
+class LogitsNet(nn.Module):
+    """``head(body.features(x, mask))``: the network whose NTK is taken.
+
+    ``head=None`` uses the body's own classifier (the plain NTK of ``tenas``).  It is then reached only as
+    ``body.classifier``, never registered a second time: a module under two names is hooked twice by Opacus
+    (``GradSampleModule`` walks children without removing duplicates), which doubled its per-sample gradient.
+    """
+
+    def __init__(self, body: SuperNet, mask: np.ndarray, head: nn.Linear | None = None):
+        super().__init__()
+        self.body = body
+        self.head = head
+        self.mask = mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.body.features(x, self.mask)
+        return (self.body.classifier if self.head is None else self.head)(f)
+
+    def live_parameter(self, name: str) -> bool:
+        """Is this parameter used by the forward pass under ``mask``?"""
+        parts = name.split(".")
+        if parts[:2] == ["body", "classifier"]:
+            return self.head is None
+        if len(parts) > 5 and parts[0] == "body" and parts[1] == "cells" and parts[3] == "ops":
+            cell = self.body.cells[int(parts[2])]
+            return bool(self.mask[1 if cell.reduction else 0, int(parts[4]), int(parts[5])])
+        return True
+
+
+def thin_supernet(channels: int, num_classes: int) -> SuperNet:
+    """The linear-region proxy, as the original's ``model_config_thin`` (C=channels, N=1, depth=2, use_stem=False,
+    feature_scale_rate=2): one NORMAL cell of width C, then one REDUCTION cell of width 2C, both fed the raw
+    1-channel input (no stem); BatchNorm (used in train mode, batch statistics); lastact BN+ReLU, GAP, classifier."""
+    return SuperNet(channels, 2, num_classes, "batchnorm", in_channels=1, use_stem=False, cells_per_stage=1)
 
 
 def full_mask(nodes: int = N_NODES) -> np.ndarray:

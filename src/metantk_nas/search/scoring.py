@@ -22,7 +22,7 @@ from ..data import transforms as T
 from ..kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from ..kernels.metantk import condition_number, metantk
 from ..kernels.ntk import ParamFilter, gram_from_grads, kernel_parameter_names, per_sample_grads
-from ..nas.networks import SuperNet, init_weights_
+from ..nas.networks import LogitsNet, SuperNet, init_weights_, thin_supernet
 
 TASK_POOL_SEED = 0  # the original's fixed pool of tasks: task i is drawn with np.random.seed(i)
 
@@ -44,30 +44,6 @@ def relative_change(origin: float, candidate: float, precision: int) -> float:
     return round(float(d), precision)
 
 
-class LogitsNet(nn.Module):
-    """``head(body.features(x, mask))``: the scalar network whose NTK is taken (head defaults to the classifier)."""
-
-    def __init__(self, body: SuperNet, mask: np.ndarray, head: nn.Linear | None = None):
-        super().__init__()
-        self.body = body
-        self.head = head if head is not None else body.classifier
-        self.separate_head = head is not None
-        self.mask = mask
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body.features(x, self.mask))
-
-    def live_parameter(self, name: str) -> bool:
-        """Is this parameter used by the forward pass under ``mask``?"""
-        parts = name.split(".")
-        if parts[:2] == ["body", "classifier"]:
-            return not self.separate_head
-        if len(parts) > 5 and parts[0] == "body" and parts[1] == "cells" and parts[3] == "ops":
-            cell = self.body.cells[int(parts[2])]
-            return bool(self.mask[1 if cell.reduction else 0, int(parts[4]), int(parts[5])])
-        return True
-
-
 @dataclass
 class KernelBatch:
     x: torch.Tensor
@@ -84,7 +60,7 @@ class Scorer:
         if cfg.method in ("metantk", "tenas"):
             self.kernel_net = SuperNet(cfg.channels, cfg.cells, train.n_classes, cfg.norm).to(device, self.dtype)
         lr = cfg.linear_regions
-        self.thin = SuperNet(lr.channels, 2, train.n_classes, "batchnorm", in_channels=1, use_stem=False).to(device)
+        self.thin = thin_supernet(lr.channels, train.n_classes).to(device)   # normal cell C, reduction cell 2C
         self.thin.train()
         self.sampler = EpisodeSampler(train.labels, cfg.ways, cfg.shots, cfg.queries, TASK_POOL_SEED)
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if cfg.fidelity.cifar_normalisation else (train.mean, train.std)
@@ -147,7 +123,10 @@ class Scorer:
         names = kernel_parameter_names(net, net.live_parameter)
         return per_sample_grads(net, x, names, self.cfg.ntk_backend, self.cfg.ntk_chunk)
 
-    def metantk_condition(self, mask: np.ndarray, batch: KernelBatch, head: nn.Linear) -> float:
+    def metantk_kernels(self, mask: np.ndarray, batch: KernelBatch,
+                        head: nn.Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(Theta, inner kernel K, MetaNTK Phi) of the network ``mask`` with ``head``; Phi is None when the body
+        contributes nothing to Theta (ANIL with Theta ~ K: all-zero features), which the original scores 1e5."""
         assert self.kernel_net is not None and self.cfg.kernel is not None
         net = LogitsNet(self.kernel_net, mask, head)
         grads = self._grads(net, batch.x)
@@ -159,14 +138,20 @@ class Scorer:
             # the head-weight part of the same pass, = ways <phi, phi'> (what the original's Opacus "NNGP" is)
             k = gram_from_grads([grads["head.weight"].double()])
             if torch.allclose(theta.double(), k, rtol=1e-5, atol=1e-8):
-                return self.cfg.fidelity.nan_condition  # the body contributes nothing (all-zero features)
-        phi = metantk(theta, k, batch.n_tasks, spec.inner_time, spec.reg, n_query=batch.n_query)
-        return condition_number(phi, self.cfg.fidelity.nan_condition)
+                return theta, k, None
+        return theta, k, metantk(theta, k, batch.n_tasks, spec.inner_time, spec.reg, n_query=batch.n_query)
+
+    def metantk_condition(self, mask: np.ndarray, batch: KernelBatch, head: nn.Linear) -> float:
+        phi = self.metantk_kernels(mask, batch, head)[2]
+        return self.cfg.fidelity.nan_condition if phi is None else condition_number(phi, self.cfg.fidelity.nan_condition)
+
+    def ntk_kernel(self, mask: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        """The plain NTK (``tenas``): gradients of the sum of the supernet's own classifier logits."""
+        assert self.kernel_net is not None
+        return gram_from_grads(self._grads(LogitsNet(self.kernel_net, mask), x))
 
     def ntk_condition(self, mask: np.ndarray, x: torch.Tensor) -> float:
-        assert self.kernel_net is not None
-        gram = gram_from_grads(self._grads(LogitsNet(self.kernel_net, mask), x))
-        return condition_number(gram, self.cfg.fidelity.nan_condition)
+        return condition_number(self.ntk_kernel(mask, x), self.cfg.fidelity.nan_condition)
 
     # -- one repeat of a candidate ----------------------------------------------------------------------------------
     def kernel_inputs(self, *key: int) -> KernelBatch | torch.Tensor:

@@ -1,0 +1,208 @@
+"""The pruning logic, proven independently of the scores: a stub scorer returns designed dK/dR per candidate and
+every expectation below is derived by hand from the algorithm's definition (research §6.2-§6.3, TE-NAS
+``prune_func_rank`` / ``prune_func_rank_group``), written out in the comments.
+
+Definitions used:
+* dK sorted descending by its 3-significant-figure key (stable), dR ascending; dense ranks from 0, where an item
+  shares its predecessor's rank only if its (unrounded) value is exactly equal;
+* rank sum = rank_K + rank_R; candidates sorted by rank sum, stably over the dK-sorted order;
+* a round removes, on each edge, the first candidate of that edge in this order;
+* the group stage removes all but the LAST two edges of a node's order (keeps the two largest rank sums); the
+  kernel's origin is the mask of the stage's start when ``stale_group_origin`` (the original), the current mask
+  otherwise; the region origin is always the current mask.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from metantk_nas.config import FidelitySwitches, KernelSpec, SearchConfig
+from metantk_nas.search.pruning import PruningSearch
+
+N, R = 0, 1   # cell types
+
+
+def _cfg(**fidelity) -> SearchConfig:
+    return SearchConfig(method="metantk", cells=5, seed=0, kernel=KernelSpec("maml", float("inf"), 1e-3),
+                        repeats=1, precision=3, fidelity=FidelitySwitches(**fidelity))
+
+
+class StubScorer:
+    """Designed scores: ``dk(origin, cand)`` and ``dr(origin, cand)``; records every call."""
+
+    kernel_net = object()   # the search has a kernel network (its re-initialisation is a no-op here)
+
+    def __init__(self, dk, dr):
+        self.dk, self.dr = dk, dr
+        self.kernel_calls: list[tuple[np.ndarray, np.ndarray]] = []
+        self.region_calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def reinit_kernel_net(self, *key: int) -> None:
+        pass
+
+    def reinit_thin(self, *key: int) -> None:
+        pass
+
+    def shared_origin(self, origin, *key):
+        return None, None, 0.0
+
+    def kernel_delta(self, origin, cand, *key, shared=None) -> float:
+        self.kernel_calls.append((origin.copy(), cand.copy()))
+        return self.dk(origin, cand)
+
+    def region_delta(self, origin, cand, *key) -> float:
+        self.region_calls.append((origin.copy(), cand.copy()))
+        return self.dr(origin, cand)
+
+
+def _removed_op(origin, cand):
+    (c, e, o), = zip(*np.nonzero(origin & ~cand))
+    return int(c), int(e), int(o)
+
+
+def _round_mask() -> np.ndarray:
+    """Two edges with several live ops: normal edge 0 {0, 1, 2} and reduce edge 4 {1, 3, 5}; one op elsewhere."""
+    mask = np.zeros((2, 9, 7), dtype=bool)
+    mask[:, :, 6] = True
+    mask[N, 0] = False
+    mask[N, 0, [0, 1, 2]] = True
+    mask[R, 4] = False
+    mask[R, 4, [1, 3, 5]] = True
+    return mask
+
+
+def test_a_round_removes_on_each_edge_the_op_first_in_rank_sum_order_with_ties_in_dk_order():
+    # enumeration order (cell -> edge -> op): A0 A1 A2 B1 B3 B5  (A = normal edge 0, B = reduce edge 4)
+    dk = {(N, 0, 0): 0.1, (N, 0, 1): 0.3, (N, 0, 2): 0.2, (R, 4, 1): 0.30004, (R, 4, 3): 0.05, (R, 4, 5): 0.2}
+    dr = {(N, 0, 0): -0.1, (N, 0, 1): 0.2, (N, 0, 2): 0.0, (R, 4, 1): 0.1, (R, 4, 3): -0.2, (R, 4, 5): 0.0}
+    # dK keys (3 s.f.) descending, stable: A1 (0.3), B1 (0.300 key), A2 (0.2), B5 (0.2), A0 (0.1), B3 (0.05)
+    # dense ranks, exact equality: A1 0; B1 0.30004 != 0.3 -> 1; A2 2; B5 == A2 -> 2; A0 3; B3 4
+    rank_k = {(N, 0, 0): 3, (N, 0, 1): 0, (N, 0, 2): 2, (R, 4, 1): 1, (R, 4, 3): 4, (R, 4, 5): 2}
+    # dR ascending: B3 (-0.2) 0, A0 (-0.1) 1, A2 (0.0) 2, B5 (0.0) 2, B1 (0.1) 3, A1 (0.2) 4
+    rank_r = {(N, 0, 0): 1, (N, 0, 1): 4, (N, 0, 2): 2, (R, 4, 1): 3, (R, 4, 3): 0, (R, 4, 5): 2}
+    # every rank sum is 4, so the order is the dK order: A1 B1 A2 B5 A0 B3 -> remove A1 (op 1) and B1 (op 1),
+    # although A0 comes first in enumeration order
+    stub = StubScorer(lambda o, c: dk[_removed_op(o, c)], lambda o, c: dr[_removed_op(o, c)])
+    mask = _round_mask()
+    new, record = PruningSearch(_cfg(), stub, progress=False).prune_round(mask, 0, lambda n: None)
+    expected = mask.copy()
+    expected[N, 0, 1] = expected[R, 4, 1] = False
+    assert np.array_equal(new, expected)
+    assert record["pruned"] == [["normal", 0, "sep_conv_3x3"], ["reduce", 4, "sep_conv_3x3"]]   # our op 1
+    got = {(("normal", "reduce").index(c["cell"]), c["edge"], _op_index(c["op"])): (c["rank_K"], c["rank_R"])
+           for c in record["candidates"]}
+    assert got == {k: (rank_k[k], rank_r[k]) for k in dk}
+    # every candidate is the origin with exactly its op removed, on the same origin
+    assert all(np.array_equal(o, mask) for o, _ in stub.kernel_calls + stub.region_calls)
+
+
+def _op_index(name: str) -> int:
+    from metantk_nas.nas.ops import OP_NAMES
+    return OP_NAMES.index(name)
+
+
+@pytest.mark.parametrize("dk,dr,removed", [
+    # rank_K [0, 1, 2], rank_R [0, 1, 2], sums [0, 2, 4]: the smallest sum goes
+    ([0.3, 0.2, 0.1], [0.0, 0.5, 0.6], 0),
+    # rank_K [2, 1, 0], rank_R [2, 0, 1], sums [4, 1, 1]: op 1 and op 2 tie; dK order puts op 2 first
+    ([0.1, 0.2, 0.3], [0.3, 0.1, 0.2], 2),
+    # dK ties exactly: rank_K [0, 0, 1]; rank_R [1, 0, 2]; sums [1, 0, 3]: op 1
+    ([0.5, 0.5, 0.1], [0.1, 0.0, 0.2], 1),
+    # equal 3 s.f. keys (0.123), different values: stable key order keeps enumeration, ranks [0, 1, 2];
+    # dR all equal (ranks 0): sums [0, 1, 2] -> op 0, although op 1's dK is larger
+    ([0.12341, 0.12342, 0.01], [0.0, 0.0, 0.0], 0),
+])
+def test_one_edge_round(dk, dr, removed):
+    mask = _round_mask()
+    mask[R, 4] = False
+    mask[R, 4, 6] = True            # only normal edge 0 {0, 1, 2} has candidates
+    stub = StubScorer(lambda o, c: dk[_removed_op(o, c)[2]], lambda o, c: dr[_removed_op(o, c)[2]])
+    new, record = PruningSearch(_cfg(), stub, progress=False).prune_round(mask, 0, lambda n: None)
+    assert list(np.flatnonzero(mask[N, 0] & ~new[N, 0])) == [removed]
+    assert np.array_equal(np.delete(new, 0, axis=1), np.delete(mask, 0, axis=1)) and (new[R] == mask[R]).all()
+
+
+# -- the group stage -----------------------------------------------------------------------------------------------
+W = {(N, 2): 0.125, (N, 3): 0.375, (N, 4): 0.25,                         # node 1 of the normal cell
+     (N, 5): 0.5, (N, 6): 0.375, (N, 7): 0.25, (N, 8): 0.125,            # node 2
+     (R, 2): 0.125, (R, 3): 0.375, (R, 4): 0.25,
+     (R, 5): 0.5, (R, 6): 0.375, (R, 7): 0.25, (R, 8): 0.125}
+DR = {2: 0.125, 3: 0.0, 4: 0.25, 5: 0.125, 6: 0.0, 7: 0.375, 8: 0.25}
+
+
+def _dead_edges(mask):
+    return {(c, e) for c in range(2) for e in range(9) if not mask[c, e].any()}
+
+
+def _group_dk(origin, cand):
+    """Sum of W over the edges dead in the candidate (edges removed earlier add the same constant to every
+    candidate of a node, so they cannot change its ranks: the weights are dyadic, the sums exact).  Reduce-cell
+    candidates flip sign when the kernel's origin no longer has normal edge 3: that is how the test sees which
+    origin the search used."""
+    dead = _dead_edges(cand)
+    value = sum(W[k] for k in dead)
+    if any(c == R for c, _ in dead - _dead_edges(origin)) and not origin[N, 3].any():
+        value = -value
+    return value
+
+
+def _group_dr(origin, cand):
+    (c, e), = _dead_edges(cand) - _dead_edges(origin)   # the region origin is the current mask: one edge differs
+    return DR[e]
+
+
+@pytest.mark.parametrize("stale", [True, False])
+def test_group_stage_keeps_the_two_edges_with_the_largest_rank_sums(stale):
+    # normal node 1 (edges 2, 3, 4): dK 0.125, 0.375, 0.25 -> rank_K e3 0, e4 1, e2 2; dR 0.125, 0, 0.25 ->
+    #   rank_R e3 0, e2 1, e4 2; sums e2 3, e3 0, e4 3; order (over dK order e3 e4 e2) e3 e4 e2: remove e3.
+    # normal node 2 (5..8): rank_K 0 1 2 3; dR .125 0 .375 .25 -> rank_R e6 0, e5 1, e8 2, e7 3;
+    #   sums e5 1, e6 1, e7 5, e8 5; order e5 e6 e7 e8: remove e5, e6, keep e7, e8.
+    # reduce node 1, stale origin (normal edge 3 still alive in it): as normal node 1 -> remove e3.
+    #   current origin (normal e3 removed): dK negated (plus a constant) -> dK order e2 e4 e3, rank_K e2 0, e4 1,
+    #   e3 2; rank_R e3 0, e2 1, e4 2; sums e2 1, e3 2, e4 3; order e2 e3 e4: remove e2, keep e3, e4.
+    # reduce node 2: the sign flips every candidate alike when not stale; stale: as normal node 2.
+    #   not stale: dK order e8 e7 e6 e5, rank_K e8 0, e7 1, e6 2, e5 3; rank_R as above; sums e5 4, e6 2, e7 4,
+    #   e8 2; order over e8 e7 e6 e5: e8 e6 e7 e5 -> remove e8, e6; keep e7, e5.
+    mask = np.zeros((2, 9, 7), dtype=bool)
+    mask[:, :, 3] = True                                  # single path: one op on every edge
+    stub = StubScorer(_group_dk, _group_dr)
+    new, records = PruningSearch(_cfg(stale_group_origin=stale), stub, progress=False).prune_groups(mask, lambda n: None)
+    kept = {(c, e) for c in range(2) for e in range(9) if new[c, e].any()}
+    expected_reduce = {0, 1, 2, 4, 7, 8} if stale else {0, 1, 3, 4, 5, 7}
+    assert kept == {(N, e) for e in (0, 1, 2, 4, 7, 8)} | {(R, e) for e in expected_reduce}
+    assert [(r["cell"], r["node"], r["removed"]) for r in records] == [
+        ("normal", 1, [3]), ("normal", 2, [5, 6]),
+        ("reduce", 1, [3] if stale else [2]), ("reduce", 2, [5, 6] if stale else [8, 6])]
+    # the kernel's origin: the stage's start (stale) or the current mask; the regions' origin: always current
+    def reduce_stage(calls):   # only the reduce cell's candidates have a dead reduce edge
+        return [o for o, c in calls if any(cell == R for cell, _ in _dead_edges(c))]
+    assert len(reduce_stage(stub.kernel_calls)) == 7 and all(o[N, 3].any() == stale for o in reduce_stage(stub.kernel_calls))
+    assert len(reduce_stage(stub.region_calls)) == 7 and not any(o[N, 3].any() for o in reduce_stage(stub.region_calls))
+
+
+def test_node_zero_keeps_both_inputs_and_a_node_with_two_live_edges_is_not_scored():
+    mask = np.zeros((2, 9, 7), dtype=bool)
+    mask[:, :, 0] = True
+    mask[N, 2] = False                          # normal node 1 already has only two live edges
+    stub = StubScorer(_group_dk, lambda o, c: 0.0)
+    new, records = PruningSearch(_cfg(), stub, progress=False).prune_groups(mask, lambda n: None)
+    assert [(r["cell"], r["node"]) for r in records] == [("normal", 2), ("reduce", 1), ("reduce", 2)]
+    assert new[:, 0:2].any(-1).all() and new[N, 3:5].any(-1).all()
+    assert len(stub.kernel_calls) == 4 + 3 + 4
+
+
+def test_a_search_with_a_stub_scorer_ends_in_a_valid_genotype_in_six_rounds():
+    from metantk_nas.nas.ops import OP_NAMES
+
+    cfg = replace(_cfg(), ops=OP_NAMES)
+    # designed: the op with the highest index on each edge is always the most prunable
+    def top_op(o, c):   # the highest op index removed (in the group stage a stale origin differs by more)
+        return float(np.nonzero(o & ~c)[2].max())
+    stub = StubScorer(top_op, lambda o, c: -top_op(o, c))
+    genotype, state = PruningSearch(cfg, stub, progress=False).run()
+    assert [len(r["candidates"]) for r in state.rounds] == [18 * k for k in (7, 6, 5, 4, 3, 2)]
+    for k, rnd in enumerate(state.rounds):   # round k removes op 6 - k everywhere
+        assert {p[2] for p in rnd["pruned"]} == {OP_NAMES[6 - k]} and len(rnd["pruned"]) == 18
+    assert {op for node in genotype.normal + genotype.reduce for op, _ in node} == {OP_NAMES[0]}
