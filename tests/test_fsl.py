@@ -47,9 +47,24 @@ def test_rfs_step_schedule():
         pytest.approx([0.02, 0.02, 0.002, 0.002, 0.0002, 0.0002])
 
 
+def test_drop_path_ramps_as_the_originals_with_epochs_counted_from_one(tiny_prepared, tmp_path, monkeypatch):
+    """The original sets p = aug_dp * epoch / epochs for epoch = 1..epochs: 0.2 over 4 epochs is 0.05, 0.1,
+    0.15, 0.2 (the last epoch trains at the full 0.2; counted from 0 it never would)."""
+    from metantk_nas.nas.networks import DropPath, EvalNet
+
+    seen = []
+    real = EvalNet.set_drop_path
+    monkeypatch.setattr(EvalNet, "set_drop_path", lambda self, p: seen.append(p) or real(self, p))
+    model, _ = train_model(random_genotype(4, 5), tcfg(epochs=4, decay_epochs=(3,)), load_split(tiny_prepared, "train"),
+                           tmp_path, CPU, progress=False)
+    assert seen == pytest.approx([0.05, 0.1, 0.15, 0.2])
+    probs = [m.p for m in model.modules() if isinstance(m, DropPath)]
+    assert probs and probs == pytest.approx([0.2] * len(probs))
+
+
 def test_training_is_deterministic(tiny_prepared, tmp_path):
     data = load_split(tiny_prepared, "train")
-    g = random_genotype(0)
+    g = random_genotype(0, 5)
     m1, s1 = train_model(g, tcfg(epochs=2), data, tmp_path / "a", CPU, progress=False)
     m2, s2 = train_model(g, tcfg(epochs=2), data, tmp_path / "b", CPU, progress=False)
     assert same(weights(m1), weights(m2)) and [r["loss"] for r in s1.log] == [r["loss"] for r in s2.log]
@@ -57,7 +72,7 @@ def test_training_is_deterministic(tiny_prepared, tmp_path):
 
 def test_killed_training_resumes_to_identical_weights(tiny_prepared, tmp_path):
     data = load_split(tiny_prepared, "train")
-    g = random_genotype(1)
+    g = random_genotype(1, 5)
     full, _ = train_model(g, tcfg(), data, tmp_path / "full", CPU, progress=False)
     train_model(g, tcfg(), data, tmp_path / "killed", CPU, progress=False, stop_after_epochs=1)  # "killed"
     resumed, state = train_model(g, tcfg(), data, tmp_path / "killed", CPU, progress=False)
@@ -66,7 +81,7 @@ def test_killed_training_resumes_to_identical_weights(tiny_prepared, tmp_path):
 
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_prepared, tmp_path, caplog):
     data = load_split(tiny_prepared, "train")
-    g = random_genotype(2)
+    g = random_genotype(2, 5)
     full, _ = train_model(g, tcfg(), data, tmp_path / "full", CPU, progress=False)
     ck = tmp_path / "run"
     train_model(g, tcfg(), data, ck, CPU, progress=False, stop_after_epochs=2)
@@ -85,7 +100,7 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tiny_prepared, tmp_path):
         "seed": 3, "train_classes": 8, "val_classes": 5, "test_classes": 6, "images_per_class": 12, "image_size": 16}}}},
         "train": {"channels": 4, "image_size": 16, "crop_padding": 2, "recipes": {"tiny": {
             "lr": 0.05, "epochs": 40, "decay_epochs": [30], "batch_size": {"5": 16}, "drop_path": 0.1}}}}))
-    (tmp_path / "g.json").write_text(random_genotype(0).to_json())
+    (tmp_path / "g.json").write_text(random_genotype(0, 5).to_json())
     cmd = [sys.executable, "scripts/train.py", "--configfile", "config/config.yaml", str(over), "--dataset", "tiny",
            "--method", "random", "--cells", "5", "--seed", "0", "--genotype", str(tmp_path / "g.json"),
            "--prepared", str(tiny_prepared), "--out", str(tmp_path / "run"), "--no-progress", "--threads", "1"]
@@ -105,7 +120,7 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tiny_prepared, tmp_path):
 @pytest.fixture(scope="module")
 def trained(tiny_prepared, tmp_path_factory):
     data = load_split(tiny_prepared, "train")
-    model, _ = train_model(random_genotype(3), tcfg(epochs=2), data, tmp_path_factory.mktemp("ck"), CPU, progress=False)
+    model, _ = train_model(random_genotype(3, 5), tcfg(epochs=2), data, tmp_path_factory.mktemp("ck"), CPU, progress=False)
     return model
 
 

@@ -114,11 +114,17 @@ def test_genotype_parser_refuses_code():
         Genotype.from_darts("Genotype(normal=__import__('os').system('true'), reduce=[])")
 
 
+def test_random_cells_are_drawn_per_cells_and_seed():
+    """The random baseline draws each (cells, seed) cell independently: a 5- and an 8-cell run of one seed differ."""
+    assert all(random_genotype(s, 5) != random_genotype(s, 8) for s in range(5))
+    assert len({random_genotype(s, c).to_json() for s in range(5) for c in (5, 8)}) == 10
+
+
 def test_random_genotypes_are_valid_and_seeded():
     seen = set()
     for seed in range(50):
-        g = random_genotype(seed)
-        assert random_genotype(seed) == g
+        g = random_genotype(seed, 5)
+        assert random_genotype(seed, 5) == g
         assert from_mask(g.to_mask()) == Genotype.make(
             [sorted(n, key=lambda p: p[1]) for n in g.normal], [sorted(n, key=lambda p: p[1]) for n in g.reduce])
         EvalNet(g, 2, 5, 3)(torch.randn(1, 3, 16, 16))

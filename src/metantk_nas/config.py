@@ -184,7 +184,7 @@ class TrainConfig:
     crop_padding: int = 8
     color_jitter: float = 0.4
     num_workers: int = 0
-    mixed_precision: bool = True
+    mixed_precision: bool = False
     channels_last: bool = True
 
 

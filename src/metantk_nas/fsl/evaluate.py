@@ -26,7 +26,7 @@ from ..config import EvalConfig
 from ..data.episodes import EpisodeSampler
 from ..data.prepared import PreparedSplit
 from ..data.transforms import TestTransform, TrainAugment
-from ..search.scoring import torch_gen
+from ..seeding import torch_gen
 
 log = logging.getLogger(__name__)
 

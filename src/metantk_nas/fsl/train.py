@@ -1,7 +1,7 @@
 """RFS training of an evaluation network on all base classes (research §7.2; paper §6.1 "Optimization Setup").
 
 Cross-entropy, SGD (momentum 0.9, weight decay 5e-4), step decay x0.1 after each milestone epoch (1-based, as RFS's
-``adjust_learning_rate``), drop-path ramped linearly to ``drop_path`` (p = drop_path * epoch / epochs), transform A
+``adjust_learning_rate``), drop-path ramped linearly to ``drop_path`` (p = drop_path * epoch / epochs, epochs counted from 1), transform A
 on uint8 tensors.  Every random draw of batch (epoch, step) comes from a generator seeded with (seed, epoch, step),
 so a run resumed from any checkpoint ends with the same weights as an uninterrupted one.
 
@@ -32,7 +32,7 @@ from ..data.transforms import TrainAugment
 from ..nas.genotype import Genotype
 from ..nas.networks import EvalNet, count_parameters, init_weights_
 from ..provenance import write_bytes_atomic, write_text_atomic
-from ..search.scoring import derive_seed, torch_gen
+from ..seeding import derive_seed, torch_gen
 
 log = logging.getLogger(__name__)
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpointed after a signal; run again to resume
@@ -41,6 +41,12 @@ EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpointed after a signal; run again to resu
 def step_lr(base: float, epoch1: int, milestones: tuple[int, ...], rate: float = 0.1) -> float:
     """RFS: lr = base * rate ** #(milestones strictly below the 1-based epoch)."""
     return base * rate ** sum(epoch1 > m for m in milestones)
+
+
+def drop_path_probability(max_p: float, epoch1: int, epochs: int) -> float:
+    """The original's ramp ``aug_dp * epoch / epochs`` with 1-based epochs: max_p / epochs in the first epoch,
+    max_p in the last."""
+    return max_p * epoch1 / epochs
 
 
 class Preempted(Exception):
@@ -143,7 +149,7 @@ def train_model(genotype: Genotype, cfg: TrainConfig, data: PreparedSplit, ckpt_
             lr = step_lr(cfg.lr, epoch + 1, cfg.decay_epochs)
             for group in opt.param_groups:
                 group["lr"] = lr
-            model.set_drop_path(cfg.drop_path * epoch / cfg.epochs)
+            model.set_drop_path(drop_path_probability(cfg.drop_path, epoch + 1, cfg.epochs))
             model.train()
             perm = torch.randperm(n, generator=torch_gen(cfg.seed, epoch, 0xBA7C))
             t0, tot_loss, correct = time.perf_counter(), 0.0, 0

@@ -144,9 +144,12 @@ def from_mask(mask: np.ndarray, concat: tuple[int, ...] = (2, 3, 4)) -> Genotype
     return Genotype(nodes_per_cell[0], concat, nodes_per_cell[1], concat)
 
 
-def random_genotype(seed: int, nodes: int = N_NODES) -> Genotype:
-    """A uniformly sampled valid cell: per node two distinct inputs and an op for each (the Random Cell baseline)."""
-    rng = np.random.default_rng([seed, 0x5EED])
+def random_genotype(seed: int, cells: int, nodes: int = N_NODES) -> Genotype:
+    """A uniformly sampled valid cell: per node two distinct inputs and an op for each (the Random Cell baseline).
+
+    Each (cells, seed) draws its own cell, as separate runs of the original do (a 5-cell and an 8-cell run with the
+    same seed do not share one)."""
+    rng = np.random.default_rng([seed, cells, 0x5EED])
     cells = []
     for _ in CELL_TYPES:
         cell = []

@@ -192,7 +192,7 @@ class PruningSearch:
 
     def run(self, state_path: Path | None = None) -> tuple[Genotype, SearchState]:
         if self.cfg.method == "random":
-            g = random_genotype(self.cfg.seed)
+            g = random_genotype(self.cfg.seed, self.cfg.cells)
             return g, SearchState(g.to_mask())
         state = _load_state(state_path) or SearchState(initial_mask(self.cfg.ops))
         if state.rounds:

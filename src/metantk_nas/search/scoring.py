@@ -22,17 +22,10 @@ from ..data import transforms as T
 from ..kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from ..kernels.metantk import condition_number, metantk
 from ..kernels.ntk import ParamFilter, gram_from_grads, kernel_parameter_names, per_sample_grads
+from ..seeding import torch_gen
 from ..nas.networks import LogitsNet, SuperNet, init_weights_, thin_supernet
 
 TASK_POOL_SEED = 0  # the original's fixed pool of tasks: task i is drawn with np.random.seed(i)
-
-
-def derive_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def torch_gen(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 def relative_change(origin: float, candidate: float, precision: int) -> float:
