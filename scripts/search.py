@@ -43,7 +43,9 @@ def main(args, cfg):
               "genotype_string": genotype.to_darts()}
     write_json_atomic(out / "search.json", result)
     seconds = sum(state.seconds) if state.seconds else wall
+    backend = None if sc.method in ("random", "linreg") else ("coupled" if sc.norm == "batchnorm" else sc.ntk_backend)
     write_json_atomic(out / "cost.json", {"wall_seconds": round(seconds, 3), "device": device_name(),
+                                          "ntk_backend": backend,
                                           "device_hours": round(seconds / 3600, 6), "round_seconds": state.seconds})
     prov.write([out / "search.json", out / "cost.json"])
     state_path.unlink(missing_ok=True)

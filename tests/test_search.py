@@ -327,3 +327,14 @@ def test_nan_condition_is_the_value_of_a_nan_kernel(tiny_prepared, monkeypatch):
             monkeypatch.setattr(scorer, "ntk_kernel", lambda m, x: torch.full((6, 6), float("nan")))
         assert scorer.kernel_condition(mask, inputs, head) == 123.0
         monkeypatch.undo()
+
+
+def test_a_five_and_an_eight_cell_search_of_one_seed_draw_separate_streams(tiny_prepared):
+    """As separate runs of the original: its supernet's size changes every draw after it (linreg's too)."""
+    train = load_split(tiny_prepared, "train")
+    thin = {}
+    for cells in (5, 8):
+        scorer = Scorer(replace(small_cfg("linreg"), cells=cells), train, torch.device("cpu"))
+        scorer.reinit_thin(0, 0)
+        thin[cells] = torch.cat([p.flatten() for p in scorer.thin.parameters()])
+    assert not torch.equal(thin[5], thin[8])

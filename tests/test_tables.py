@@ -20,7 +20,8 @@ def fabricate(root: Path, runs: dict[tuple[str, str, int, int], tuple[float, flo
         d.mkdir(parents=True, exist_ok=True)
         (d / "fewshot.json").write_text(json.dumps({"results": {"1shot": {"mean": a1}, "5shot": {"mean": a5}}}))
         (d / "metrics.json").write_text(json.dumps({"params": params}))
-        (d / "cost.json").write_text(json.dumps({"device_hours": hours, "device": "Tesla V100"}))
+        (d / "cost.json").write_text(json.dumps({"device_hours": hours, "device": "Tesla V100",
+                                                 "ntk_backend": None if m in ("linreg", "random") else "fast"}))
 
 
 def grid(tmp_path, drop=()):
@@ -98,3 +99,19 @@ def test_latex_compiles(tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout[-2000:]
         assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
+
+
+def test_notes_state_the_std_convention_seed_count_and_the_search_device_and_backend(tmp_path):
+    # three asymmetric seeds: mean 62 (median 61), population std sqrt(14/3) = 2.16 (sample std would be 2.65)
+    fabricate(tmp_path, {("mini", "metantk", 5, s): (a, a + 10) for s, a in enumerate((60.0, 61.0, 65.0))})
+    fabricate(tmp_path, {("mini", "tenas", 5, 0): (64.0, 74.0)})            # a single seed
+    runs = [Run("mini", "metantk", 5, s) for s in range(3)] + [Run("mini", "tenas", 5, 0)]
+    col = collect(tmp_path, runs, (1, 5))
+    t2 = table2(col, "mini", [5])
+    assert t2.cell_text(0, 4) == "62.00 ± 2.16" and t2.cell_text(0, 5) == "72.00 ± 2.16"
+    assert t2.cell_text(1, 4) == "64.00"                                    # one seed: the mean alone, no ±
+    assert "population std (ddof=0)" in t2.notes[0] and "1–3 seeds per cell" in t2.notes[0]
+    assert "single seed shows its mean alone" in t2.notes[0]
+    t1 = table1(col, LIT, ["mini"], [5])
+    assert "3 seeds" in t1.notes[1]                                         # Table 1's cells: metantk only here
+    assert "Tesla V100 with the fast NTK backend" in t1.notes[0] and "Opacus search on a V100" in t1.notes[0]

@@ -1,7 +1,9 @@
 """Aggregate the result tree into copies of the paper's Tables 1 and 2 (LaTeX, markdown, CSV) and a comparison.
 
 Per run: the mean accuracy over episodes (fewshot.json), #params (metrics.json), search cost (cost.json).  Per
-table cell: mean +- std over seeds (population std).  Rows the paper quotes from other work come from
+table cell: mean +- population std (ddof=0) of the per-seed means; a cell from a single seed prints its mean
+alone (no +-).  The notes under each table say so, with the number of seeds, and name the device and NTK backend
+the search cost was measured with.  Rows the paper quotes from other work come from
 config/literature.yaml and are marked as quoted; a missing run renders as "--" and is listed, never filled in.
 """
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Collected:
     params: dict[tuple[str, str, int], list[float]] = field(default_factory=dict)
     cost_h: dict[tuple[str, str, int], list[float]] = field(default_factory=dict)
     devices: set[str] = field(default_factory=set)
+    backends: set[str] = field(default_factory=set)
     missing: list[str] = field(default_factory=list)
     inputs: list[Path] = field(default_factory=list)
 
@@ -72,13 +75,30 @@ def collect(results: Path, runs: Iterable[Run], shots: Iterable[int]) -> Collect
             col.inputs.append(cost)
             col.cost_h.setdefault((run.dataset, run.method, run.cells), []).append(c["device_hours"])
             col.devices.add(c["device"])
+            backend = c.get("ntk_backend", "unrecorded")   # null: a search without a kernel (linreg, random)
+            if backend:
+                col.backends.add(backend)
     return col
 
 
 def stat(values: list[float] | None) -> Stat:
+    """Mean and population std (ddof=0) over seeds; one seed has no std."""
     if not values:
         return Stat(None, None)
-    return Stat(float(np.mean(values)), float(np.std(values)), len(values))
+    return Stat(float(np.mean(values)), float(np.std(values)) if len(values) > 1 else None, len(values))
+
+
+def seeds_note(col: Collected, keys: Iterable[tuple[str, str, int, int]] | None = None) -> str:
+    """What every "a ± b" of ours means, with the seed counts behind the table's cells."""
+    counts = sorted({len(v) for k, v in col.per_seed.items() if keys is None or k in keys})
+    if not counts:
+        n = "seeds"
+    elif len(counts) == 1:
+        n = f"{counts[0]} seed{'s' if counts[0] > 1 else ''}"
+    else:
+        n = f"{counts[0]}–{counts[-1]} seeds per cell"
+    return (f"Ours: mean ± population std (ddof=0) over {n} of each run's mean accuracy over its test episodes (%); "
+            "a cell from a single seed shows its mean alone.")
 
 
 def _quoted_stat(pair: list[float] | None) -> Stat:
@@ -216,9 +236,12 @@ def table1(col: Collected, lit: dict[str, Any], datasets: list[str], cells: list
             quoted.append(False)
         bold.append(group)
     devices = ", ".join(sorted(col.devices)) or "n/a"
-    notes = [f"Search cost: device-hours measured on {devices}. (q) and rows marked q: quoted from the paper's "
-             "Table 1 (config/literature.yaml), not produced by this pipeline.",
-             "Ours: mean ± std over seeds of the mean accuracy over test episodes (%)."]
+    backends = ", ".join(sorted(col.backends)) or "n/a"
+    keys = [(d, m, c, s) for d in datasets for m in ("metanas", "metantk") for c in cells for s in (1, 5)]
+    notes = [f"Search cost: mean over seeds of the search's device-hours, measured on {devices} with the {backends} "
+             "NTK backend; the paper's hours are the original's Opacus search on a V100. (q) and rows marked q: "
+             "quoted from the paper's Table 1 (config/literature.yaml), not produced by this pipeline.",
+             seeds_note(col, keys)]
     if col.missing:
         notes.append(f"Missing runs rendered as --: {len(col.missing)}.")
     return Table(groups, columns, rows, quoted, bold, "Comparison on few-shot image classification benchmarks (copy of "
@@ -233,7 +256,7 @@ def table2(col: Collected, dataset: str, cells: list[int]) -> Table:
         rows.append([name, m, n, r] + [stat(col.per_seed.get((dataset, method, c, s))) for s in (1, 5) for c in cells])
     return Table(groups, columns, rows, [False] * len(rows), [list(range(len(rows)))],
                  f"Ablation study on {DATASET_TITLES.get(dataset, dataset)} (copy of Table 2 of MetaNTK-NAS).",
-                 ["Mean ± std over seeds of the mean accuracy over test episodes (%)."])
+                 [seeds_note(col, [(dataset, m, c, s) for m, *_ in TABLE2_ROWS for c in cells for s in (1, 5)])])
 
 
 def comparison(col: Collected, lit: dict[str, Any], datasets: list[str], cells: list[int]) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 One :class:`Scorer` per search holds the networks; a candidate is a *mask*, so origin and candidate share the
 weights of one supernet (the original copies the origin's weights into a freshly built candidate: the same
 function).  Randomness is explicit: every draw takes a ``numpy`` generator or ``torch.Generator`` derived from
-(seed, round, candidate, repeat), so a search is deterministic and resumable round by round.
+(seed, cells, round, candidate, repeat), so a search is deterministic and resumable round by round.
 """
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ class Scorer:
         self.cfg, self.train, self.device = cfg, train, device
         self.dtype = torch.float64 if cfg.grad_dtype == "float64" else torch.float32
         self.init = "default" if cfg.fidelity.default_init else "kaiming_normal"
+        # every draw is keyed by (seed, cells, ...): a 5- and an 8-cell search of one seed are separate runs, as in
+        # the original, where the supernet's size changes everything drawn after it (the linreg search included)
+        self.stream = (cfg.seed, cfg.cells)
         self.kernel_net: SuperNet | None = None
         if cfg.method in ("metantk", "tenas"):
             self.kernel_net = SuperNet(cfg.channels, cfg.cells, train.n_classes, cfg.norm).to(device, self.dtype)
@@ -62,7 +65,7 @@ class Scorer:
     # -- weights ----------------------------------------------------------------------------------------------------
     def reinit_kernel_net(self, *key: int) -> None:
         assert self.kernel_net is not None
-        init_weights_(self.kernel_net, torch_gen(self.cfg.seed, *key), self.init)
+        init_weights_(self.kernel_net, torch_gen(*self.stream, *key), self.init)
 
     # -- data -------------------------------------------------------------------------------------------------------
     def _support_aug(self, images: np.ndarray, gen: torch.Generator) -> torch.Tensor:
@@ -149,12 +152,12 @@ class Scorer:
     # -- one repeat of a candidate ----------------------------------------------------------------------------------
     def kernel_inputs(self, *key: int) -> KernelBatch | torch.Tensor:
         """The data of one repeat: a batch of tasks (metantk) or of images (tenas)."""
-        rng = np.random.default_rng([self.cfg.seed, *key, 1])
-        gen = torch_gen(self.cfg.seed, *key, 2)
+        rng = np.random.default_rng([*self.stream, *key, 1])
+        gen = torch_gen(*self.stream, *key, 2)
         return self.task_batch(rng, gen) if self.cfg.method == "metantk" else self.ntk_batch(rng, gen)
 
     def new_head(self, *key: int) -> nn.Linear | None:
-        return self._head(torch_gen(self.cfg.seed, *key, 3)) if self.cfg.method == "metantk" else None
+        return self._head(torch_gen(*self.stream, *key, 3)) if self.cfg.method == "metantk" else None
 
     def kernel_condition(self, mask: np.ndarray, inputs: KernelBatch | torch.Tensor, head: nn.Linear | None) -> float:
         if isinstance(inputs, KernelBatch):
@@ -182,15 +185,15 @@ class Scorer:
         return inputs, head, self.kernel_condition(origin, inputs, head)
 
     def reinit_thin(self, *key: int) -> None:
-        init_weights_(self.thin, torch_gen(self.cfg.seed, *key, 4), self.init)
+        init_weights_(self.thin, torch_gen(*self.stream, *key, 4), self.init)
 
     def regions(self, mask: np.ndarray, inputs: list[torch.Tensor]) -> int:
         pats = activation_patterns(lambda x: self.thin(x, mask), relu_modules(self.thin), inputs)
         return count_unique_patterns(pats)
 
     def region_delta(self, origin: np.ndarray, candidate: np.ndarray, *key: int) -> float:
-        rng = np.random.default_rng([self.cfg.seed, *key, 5])
-        inputs = self.region_inputs(rng, torch_gen(self.cfg.seed, *key, 6))
+        rng = np.random.default_rng([*self.stream, *key, 5])
+        inputs = self.region_inputs(rng, torch_gen(*self.stream, *key, 6))
         return relative_change(self.regions(origin, inputs), self.regions(candidate, inputs), self.cfg.precision)
 
 
