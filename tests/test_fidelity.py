@@ -124,7 +124,7 @@ def _split() -> PreparedSplit:
 
 def _scorer(method: str, backend: str, dtype: str, kernel: KernelSpec | None = None) -> Scorer:
     cfg = SearchConfig(method=method, cells=5, seed=0, kernel=kernel, channels=4, ntk_backend=backend,
-                       grad_dtype=dtype, fidelity=FidelitySwitches())
+                       grad_dtype=dtype, ntk_chunk=0, fidelity=FidelitySwitches())   # chunk 0: one pass, all 30
     scorer = Scorer(cfg, _split(), torch.device("cpu"))
     net = SuperNet(4, 5, 64, "groupnorm16")
     load_original_state_dict(net, dict(np.load(FIDELITY / "metantk_C4_state_dict.npz")))

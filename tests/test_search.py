@@ -79,8 +79,8 @@ def test_batchnorm_kernels_use_the_coupled_backend(method, tiny_prepared, monkey
     seen = []
     real = scoring.per_sample_grads
     monkeypatch.setattr(scoring, "per_sample_grads", lambda net, x, names, backend, chunk=0: seen.append(backend) or real(net, x, names, backend, chunk))
-    genotype, _ = run(replace(small_cfg(method), norm="batchnorm"), tiny_prepared)
-    assert genotype is not None and seen and set(seen) == {"coupled"}
+    genotype, _ = run(replace(small_cfg(method, ops=("max_pool_3x3", "conv_3x3")), norm="batchnorm"), tiny_prepared)
+    assert seen and set(seen) == {"coupled"} and len(genotype.normal) == len(genotype.reduce) == 3
 
 
 def test_linreg_never_computes_a_kernel(tiny_prepared, monkeypatch):
@@ -91,7 +91,7 @@ def test_linreg_never_computes_a_kernel(tiny_prepared, monkeypatch):
     scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
     assert scorer.kernel_net is None
     _, state = PruningSearch(cfg, scorer, progress=False).run()
-    assert all(c["dK"] == 0.0 for r in state.rounds for c in r["candidates"])
+    assert len({c["dR"] for r in state.rounds for c in r["candidates"]}) > 1   # ranked on the regions alone
 
 
 def test_random_differs_across_seeds_and_repeats_for_a_seed(tiny_prepared):
@@ -121,13 +121,6 @@ def test_killed_search_resumes_to_the_same_result(reference_run, tiny_prepared, 
     assert json.dumps(s_resumed.rounds) == json.dumps(s_full.rounds)
 
 
-def test_fresh_batches_per_candidate_is_the_default_and_runs(tiny_prepared):
-    assert FidelitySwitches().fresh_batch_per_candidate is True
-    cfg = replace(small_cfg("tenas", ops=("max_pool_3x3", "conv_3x3")), fidelity=FidelitySwitches())
-    genotype, _ = run(cfg, tiny_prepared)
-    assert genotype is not None
-
-
 def test_search_script_outputs_are_byte_identical(tmp_path):
     from conftest import ROOT, run_script
     import yaml
@@ -148,7 +141,10 @@ def test_search_script_outputs_are_byte_identical(tmp_path):
         run_script("scripts/search.py", *cf, "--dataset", "synthetic", "--method", "metantk", "--cells", "5", "--seed",
                    "0", "--prepared", tmp_path / "prep/synthetic", "--out", tmp_path / f"s{k}", "--no-progress")
         outs.append((tmp_path / f"s{k}/search.json").read_bytes())
-        assert json.loads((tmp_path / f"s{k}/cost.json").read_text())["device_hours"] >= 0
+        cost = json.loads((tmp_path / f"s{k}/cost.json").read_text())
+        assert cost["wall_seconds"] > 0 and cost["wall_seconds"] == pytest.approx(sum(cost["round_seconds"]), abs=1e-3)
+        assert cost["device_hours"] == pytest.approx(cost["wall_seconds"] / 3600, abs=1e-6)
+        assert cost["ntk_backend"] == "fast" and cost["device"]
     assert outs[0] == outs[1]
 
 
@@ -249,6 +245,7 @@ def test_fresh_head_per_network_gives_the_candidate_its_own_head(tiny_prepared, 
 
 
 def test_fresh_batch_per_candidate_recomputes_the_origin_on_its_own_batch(tiny_prepared, monkeypatch):
+    assert FidelitySwitches().fresh_batch_per_candidate is True     # the original's behaviour is the default
     train = load_split(tiny_prepared, "train")
     mask = initial_mask(small_cfg().ops)
     records = {}

@@ -115,3 +115,17 @@ def test_notes_state_the_std_convention_seed_count_and_the_search_device_and_bac
     t1 = table1(col, LIT, ["mini"], [5])
     assert "3 seeds" in t1.notes[1]                                         # Table 1's cells: metantk only here
     assert "Tesla V100 with the fast NTK backend" in t1.notes[0] and "Opacus search on a V100" in t1.notes[0]
+
+
+def test_quoted_rows_appear_only_under_the_dataset_they_were_measured_on(tmp_path):
+    runs = {("synthetic", m, c, s): (80.0 + s, 90.0 + s) for m in ("metantk", "metanas") for c in (5, 8) for s in (0, 1)}
+    fabricate(tmp_path, runs)
+    col = collect(tmp_path, [Run(*k) for k in runs], (1, 5))
+    t1 = table1(col, LIT, ["synthetic"], [5, 8])
+    assert not any(t1.quoted)                                  # MetaNAS 63.10 (mini) never sits next to synthetic
+    assert "63.10" not in t1.latex() and "168" not in t1.latex() and "quotes no numbers for synthetic" in t1.notes[2]
+    both = table1(col, LIT, ["mini", "synthetic"], [5, 8])     # a mini group: quoted rows there, "--" under synthetic
+    metanas = both.rows[[r[0] for r in both.rows].index("MetaNAS")]
+    assert metanas[6].mean == 63.1 and metanas[10].mean is None and metanas[8] == "--"
+    comp = comparison(col, LIT, ["synthetic"], [5, 8])
+    assert set(comp.paper) == {"no paper value for synthetic data"}

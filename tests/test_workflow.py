@@ -305,7 +305,41 @@ def test_killed_run_leaves_a_lock_with_an_unlock_hint(tmp_path):
     proc.wait()
     assert any(locks.iterdir())
     target = "data/prepared-tiny/synthetic/manifest.json"   # a real (not dry) run checks the lock; keep it short
-    blocked = snakemake(target, "--cores", "1", "--configfile", "tests/configs/tiny.yaml", cwd=wd, check=False)
+    # --rerun-incomplete: the kill may have left incomplete outputs, whose check would otherwise come first
+    blocked = snakemake(target, "--rerun-incomplete", "--cores", "1", "--configfile", "tests/configs/tiny.yaml", cwd=wd,
+                        check=False)
     assert blocked.returncode != 0 and "--unlock" in blocked.stdout + blocked.stderr
     snakemake("--unlock", "--cores", "1", "--configfile", "tests/configs/tiny.yaml", cwd=wd)
     snakemake("-n", "--rerun-incomplete", "--cores", "1", "--configfile", "tests/configs/tiny.yaml", cwd=wd)
+
+
+@pytest.mark.parametrize("configs", [[], ["--configfile", "config/smoke.yaml"]])
+def test_workflow_passes_snakemake_lint(configs):
+    """The snakemake-workflows catalog's bar: no lint findings on the paper and the smoke config."""
+    proc = snakemake("--lint", *configs)
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def test_snakefile_and_rules_are_snakefmt_formatted():
+    proc = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_conda_environments_pin_what_requirements_txt_pins():
+    """`--software-deployment-method conda` gets the same software as the venv from `make` (GPU: a CUDA torch)."""
+    import yaml
+
+    pins = {line.split("==")[0].lower(): line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if "==" in line and not line.startswith("#")}
+    runtime = {k: v for k, v in pins.items() if not k.startswith(("snakemake", "snakefmt", "dvc", "pytest"))}
+    for env in ("pipeline.yaml", "pipeline-cuda.yaml"):
+        spec = yaml.safe_load((ROOT / "workflow/envs" / env).read_text())
+        pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+        got = {p.split("==")[0].lower(): p for p in pip if "==" in p}
+        assert got == runtime, env
+        assert any("python=3.11" == d for d in spec["dependencies"] if isinstance(d, str))
+    cuda = (ROOT / "workflow/envs/pipeline-cuda.yaml").read_text()
+    assert "download.pytorch.org/whl/cu" in cuda
+    rules = "\n".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
+    assert len(re.findall(r"^    conda:", rules, re.M)) == len(re.findall(r"^rule ", rules, re.M)) == 7

@@ -1,24 +1,29 @@
 rule search:
     """Pruning search (metantk, tenas, linreg) or a random cell -> search.json, cost.json."""
     input:
-        f"{PREP}/{{dataset}}/manifest.json",
+        data=f"{PREP}/{{dataset}}/manifest.json",
     output:
         search=f"{RUN_DIR}/search.json",
         cost=f"{RUN_DIR}/cost.json",
-    wildcard_constraints:
-        method=SEARCHED,
-    params:
-        out=lambda w: RUN_DIR.format(**w),
-        cfg=params_hash("search"),
     log:
         f"{RES}/logs/search/{{dataset}}-{{method}}-{{cells}}-{{seed}}.log",
+    wildcard_constraints:
+        method=SEARCHED,
+    conda:
+        stage_env("search")
     threads: stage_threads("search")
     resources:
         **stage_resources("search"),
+    params:
+        py=PY,
+        configfiles=CONFIGFILES,
+        prepared=prepared_dir,
+        out=run_dir,
+        cfg=params_hash("search"),
     shell:
-        "{PY} scripts/search.py --configfile {CONFIGFILES} --dataset {wildcards.dataset} --method {wildcards.method} "
+        "{params.py} scripts/search.py --configfile {params.configfiles} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--cells {wildcards.cells} --seed {wildcards.seed} --threads {threads} --no-progress "
-        "--prepared {PREP}/{wildcards.dataset} --out {params.out} 2> {log}"
+        "--prepared {params.prepared} --out {params.out} 2> {log}"
 
 
 rule export_genotype:
@@ -29,21 +34,30 @@ rule export_genotype:
     output:
         genotype=f"{RUN_DIR}/genotype.json",
         text=f"{RUN_DIR}/genotype.txt",
-        diagram=report(f"{RUN_DIR}/cell_normal.png", caption="../report/cell.rst", category="Cells",
-                       subcategory="{dataset} {method} {cells} cells"),
-    wildcard_constraints:
-        method=SEARCHED,
-    params:
-        out=lambda w: RUN_DIR.format(**w),
-        cfg=sha256_json(config["export"])[:16],
+        diagram=report(
+            f"{RUN_DIR}/cell_normal.png",
+            caption="../report/cell.rst",
+            category="Cells",
+            subcategory="{dataset} {method} {cells} cells",
+        ),
     log:
         f"{RES}/logs/export_genotype/{{dataset}}-{{method}}-{{cells}}-{{seed}}.log",
+    wildcard_constraints:
+        method=SEARCHED,
+    conda:
+        stage_env("export_genotype")
     threads: stage_threads("export_genotype")
     resources:
         **stage_resources("export_genotype"),
+    params:
+        py=PY,
+        configfiles=CONFIGFILES,
+        prepared=prepared_dir,
+        out=run_dir,
+        cfg=sha256_json(config["export"])[:16],
     shell:
-        "{PY} scripts/export_genotype.py --configfile {CONFIGFILES} --search {input.search} "
-        "--prepared {PREP}/{wildcards.dataset} --out {params.out} 2> {log}"
+        "{params.py} scripts/export_genotype.py --configfile {params.configfiles} --search {input.search} "
+        "--prepared {params.prepared} --out {params.out} 2> {log}"
 
 
 rule published_genotype:
@@ -53,16 +67,24 @@ rule published_genotype:
     output:
         genotype=f"{RUN_DIR}/genotype.json",
         text=f"{RUN_DIR}/genotype.txt",
-        diagram=report(f"{RUN_DIR}/cell_normal.png", caption="../report/cell.rst", category="Cells",
-                       subcategory="{dataset} {method} {cells} cells"),
-    wildcard_constraints:
-        method="metanas",
-    params:
-        out=lambda w: RUN_DIR.format(**w),
+        diagram=report(
+            f"{RUN_DIR}/cell_normal.png",
+            caption="../report/cell.rst",
+            category="Cells",
+            subcategory="{dataset} {method} {cells} cells",
+        ),
     log:
         f"{RES}/logs/export_genotype/{{dataset}}-{{method}}-{{cells}}-{{seed}}.log",
+    wildcard_constraints:
+        method="metanas",
+    conda:
+        stage_env("export_genotype")
     threads: stage_threads("export_genotype")
     resources:
         **stage_resources("export_genotype"),
+    params:
+        py=PY,
+        configfiles=CONFIGFILES,
+        out=run_dir,
     shell:
-        "{PY} scripts/export_genotype.py --configfile {CONFIGFILES} --published metanas_in_v2 --out {params.out} 2> {log}"
+        "{params.py} scripts/export_genotype.py --configfile {params.configfiles} --published metanas_in_v2 --out {params.out} 2> {log}"

@@ -6,21 +6,30 @@ rule train:
     output:
         model=f"{RUN_DIR}/model.pt",
         log_csv=f"{RUN_DIR}/train_log.csv",
-        curve=report(f"{RUN_DIR}/train_curve.png", caption="../report/train_curve.rst", category="Training curves",
-                     subcategory="{dataset} {method} {cells} cells"),
+        curve=report(
+            f"{RUN_DIR}/train_curve.png",
+            caption="../report/train_curve.rst",
+            category="Training curves",
+            subcategory="{dataset} {method} {cells} cells",
+        ),
         metrics=f"{RUN_DIR}/metrics.json",
-    params:
-        out=lambda w: RUN_DIR.format(**w),
-        cfg=params_hash("train"),
     log:
         f"{RES}/logs/train/{{dataset}}-{{method}}-{{cells}}-{{seed}}.log",
+    conda:
+        stage_env("train")
     threads: stage_threads("train")
     resources:
         **stage_resources("train"),
+    params:
+        py=PY,
+        configfiles=CONFIGFILES,
+        prepared=prepared_dir,
+        out=run_dir,
+        cfg=params_hash("train"),
     shell:
-        "{PY} scripts/train.py --configfile {CONFIGFILES} --dataset {wildcards.dataset} --method {wildcards.method} "
+        "{params.py} scripts/train.py --configfile {params.configfiles} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--cells {wildcards.cells} --seed {wildcards.seed} --threads {threads} --no-progress "
-        "--genotype {input.genotype} --prepared {PREP}/{wildcards.dataset} --out {params.out} 2> {log}"
+        "--genotype {input.genotype} --prepared {params.prepared} --out {params.out} 2> {log}"
 
 
 rule evaluate:
@@ -31,15 +40,20 @@ rule evaluate:
         data=f"{PREP}/{{dataset}}/manifest.json",
     output:
         f"{RUN_DIR}/fewshot.json",
-    params:
-        out=lambda w: RUN_DIR.format(**w),
-        cfg=params_hash("evaluate"),
     log:
         f"{RES}/logs/evaluate/{{dataset}}-{{method}}-{{cells}}-{{seed}}.log",
+    conda:
+        stage_env("evaluate")
     threads: stage_threads("evaluate")
     resources:
         **stage_resources("evaluate"),
+    params:
+        py=PY,
+        configfiles=CONFIGFILES,
+        prepared=prepared_dir,
+        out=run_dir,
+        cfg=params_hash("evaluate"),
     shell:
-        "{PY} scripts/evaluate.py --configfile {CONFIGFILES} --dataset {wildcards.dataset} --method {wildcards.method} "
+        "{params.py} scripts/evaluate.py --configfile {params.configfiles} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--cells {wildcards.cells} --seed {wildcards.seed} --threads {threads} --no-progress "
-        "--model {input.model} --genotype {input.genotype} --prepared {PREP}/{wildcards.dataset} --out {params.out} 2> {log}"
+        "--model {input.model} --genotype {input.genotype} --prepared {params.prepared} --out {params.out} 2> {log}"

@@ -23,6 +23,7 @@ from ..config import Run
 log = logging.getLogger(__name__)
 DATASET_TITLES = {"mini": "mini-ImageNet", "tiered": "tiered-ImageNet", "synthetic": "synthetic", "cifar_fs": "CIFAR-FS",
                   "fc100": "FC100"}
+QUOTED_DATASETS = ("mini", "tiered")   # the datasets the paper's (and its quoted rows') numbers were measured on
 TABLE2_ROWS = [("metantk", "MetaNTK-NAS", "✓", "", "✓"),
                ("tenas", "TE-NAS", "", "✓", "✓"),
                ("linreg", "Linear Region", "", "", "✓"),
@@ -211,9 +212,12 @@ def table1(col: Collected, lit: dict[str, Any], datasets: list[str], cells: list
     columns = ["Model", "Arch.", "#Cells", "Train"] + ["#Param.", "Search Cost", "1-shot", "5-shot"] * len(datasets)
     rows, quoted, ours = [], [], []
     for q in lit["table1"]["quoted"]:
+        # a quoted number appears only under the dataset it was measured on (never next to synthetic results)
+        entries = [q.get(d) if d in QUOTED_DATASETS else None for d in datasets]
+        if all(e is None for e in entries):
+            continue
         row: list[Any] = [q["model"], q["arch"], q["cells"], q["train"]]
-        for d in datasets:
-            entry = q.get(d if d in ("mini", "tiered") else "mini")
+        for entry in entries:
             if entry is None:
                 row += ["--", "--", Stat(None, None, quoted=True), Stat(None, None, quoted=True)]
             else:
@@ -227,7 +231,7 @@ def table1(col: Collected, lit: dict[str, Any], datasets: list[str], cells: list
         for method, name in (("metanas", "MetaNAS(retrained)†"), ("metantk", "MetaNTK-NAS")):
             row = [name, "Cells", str(c), "RFS"]
             for d in datasets:
-                cost = f"{metanas_cost} hr (q)" if method == "metanas" else \
+                cost = (f"{metanas_cost} hr (q)" if d in QUOTED_DATASETS else "n/a") if method == "metanas" else \
                     _fmt_hours(float(np.mean(col.cost_h[(d, method, c)])) if (d, method, c) in col.cost_h else None)
                 row += [_fmt_params(col.params.get((d, method, c))), cost,
                         stat(col.per_seed.get((d, method, c, 1))), stat(col.per_seed.get((d, method, c, 5)))]
@@ -242,6 +246,10 @@ def table1(col: Collected, lit: dict[str, Any], datasets: list[str], cells: list
              "NTK backend; the paper's hours are the original's Opacus search on a V100. (q) and rows marked q: "
              "quoted from the paper's Table 1 (config/literature.yaml), not produced by this pipeline.",
              seeds_note(col, keys)]
+    unquoted = [DATASET_TITLES.get(d, d) for d in datasets if d not in QUOTED_DATASETS]
+    if unquoted:
+        notes.append(f"The paper quotes no numbers for {', '.join(unquoted)}: no quoted row or cost appears under it; "
+                     "compare those columns only with each other.")
     if col.missing:
         notes.append(f"Missing runs rendered as --: {len(col.missing)}.")
     return Table(groups, columns, rows, quoted, bold, "Comparison on few-shot image classification benchmarks (copy of "
@@ -264,7 +272,7 @@ def comparison(col: Collected, lit: dict[str, Any], datasets: list[str], cells: 
     rows = []
     paper = lit["paper_rows"]
     for d in datasets:
-        key = d if d in ("mini", "tiered") else None
+        key = d if d in QUOTED_DATASETS else None
         for method in sorted({m for (dd, m, _, _) in col.per_seed if dd == d}):
             for c in cells:
                 for s in (1, 5):
@@ -276,8 +284,9 @@ def comparison(col: Collected, lit: dict[str, Any], datasets: list[str], cells: 
                         ref = paper["table2"][method].get(str(c), {}).get(f"shot{s}")
                     elif key and method in paper["table1"]:
                         ref = paper["table1"][method].get(str(c), {}).get(key, {}).get(f"shot{s}")
+                    none = f"no paper value for {DATASET_TITLES.get(d, d)} data" if key is None else "--"
                     rows.append({"dataset": d, "method": method, "cells": c, "shots": s, "ours": ours.fmt(),
-                                 "paper": "--" if ref is None else f"{ref[0]:.2f} ± {ref[1]:.2f}",
+                                 "paper": none if ref is None else f"{ref[0]:.2f} ± {ref[1]:.2f}",
                                  "difference": "--" if ref is None else f"{ours.mean - ref[0]:+.2f}",
                                  "seeds": ours.n})
     return pd.DataFrame(rows, columns=["dataset", "method", "cells", "shots", "ours", "paper", "difference", "seeds"])

@@ -1,0 +1,93 @@
+# Shared definitions of the DAG: config validation, paths, and the helpers the rules call.
+import sys
+from pathlib import Path
+
+from metantk_nas.config import iter_runs, stage_config_subset, validate_config
+from metantk_nas.errors import ConfigError
+from metantk_nas.provenance import sha256_json
+from snakemake.settings.types import DeploymentMethod
+
+try:
+    validate_config(config)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+
+def _configfiles():
+    """The files Snakemake merged, which the scripts re-read (use config files, not --config overrides)."""
+    files = ["config/config.yaml"]
+    for p in workflow.overwrite_configfiles:
+        path = Path(p).resolve()
+        files.append(
+            str(path.relative_to(Path.cwd()))
+            if path.is_relative_to(Path.cwd())
+            else str(p)
+        )
+    return " ".join(files)
+
+
+CONFIGFILES = _configfiles()
+# The interpreter of the stage scripts: the venv Snakemake runs in, or the rule's conda environment (which has the
+# dependencies; the package itself is imported from src/).
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PY = f"PYTHONPATH={Path(workflow.basedir) / 'src'} python" if CONDA else sys.executable
+RES = f"results/{config['experiment']}"
+PREP = config["data"]["prepared_root"]
+RUNS = list(iter_runs(config))
+RUN_DIR = f"{RES}/{{dataset}}/{{method}}/cells{{cells}}/seed{{seed}}"
+SEARCHED = "metantk|tenas|linreg|random"
+CPU_ENV = "../envs/pipeline.yaml"
+GPU_ENV = "../envs/pipeline-cuda.yaml"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_]+",
+    cells="[0-9]+",
+    seed="[0-9]+",
+
+
+def stage_resources(stage):
+    r = config["resources"]["stages"][stage]
+    res = {
+        "runtime": r["runtime"],
+        "mem_mb": r["mem_mb"],
+        "cpus_per_task": r["cpus"],
+        "slurm_partition": config["resources"][
+            "gpu_partition" if r["gpu"] else "cpu_partition"
+        ],
+    }
+    if r["gpu"]:
+        res["gres"] = "gpu:1"
+    return res
+
+
+def stage_threads(stage):
+    return config["resources"]["stages"][stage]["cpus"]
+
+
+def stage_env(stage):
+    """The rule's software environment for --software-deployment-method conda (GPU stages: a CUDA torch)."""
+    return GPU_ENV if config["resources"]["stages"][stage]["gpu"] else CPU_ENV
+
+
+def params_hash(stage, dataset=None):
+    """Changes to the config keys a stage reads rerun it (Snakemake's params rerun trigger)."""
+    return sha256_json(stage_config_subset(config, stage, dataset))[:16]
+
+
+def run_dir(wildcards):
+    return RUN_DIR.format(**wildcards)
+
+
+def prepared_dir(wildcards, input):
+    """The prepared dataset directory, from the rule's manifest input (no hard-coded path prefix)."""
+    return str(Path(input.data).parent)
+
+
+def output_dir(wildcards, output):
+    return str(Path(output[0]).parent)
+
+
+def results_dir(wildcards, output):
+    """results/{experiment}, the parent of the tables' directory."""
+    return str(Path(output[0]).parents[1])
