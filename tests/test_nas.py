@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 import yaml
 
 from metantk_nas.nas.genotype import Genotype, edge_list, from_mask, random_genotype
@@ -151,3 +152,22 @@ def test_metanas_v2_parameter_counts_match_table_1():
     g = PUBLISHED["metanas_in_v2"]
     got = [round(eval_net_parameters(g, 48, c, n) / 1e6, 2) for c in (5, 8) for n in (64, 351)]
     assert got == [2.01, 2.17, 3.53, 3.70]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [7, 8])
+def test_fast_max_pool_is_bitwise_torchs_max_pool(stride, size):
+    """The pool of max_pool_3x3 (a separable max without autograd, channels_last with it) equals nn.MaxPool2d(3,
+    stride, 1) exactly: values, and the gradient routed to each window's maximum."""
+    from metantk_nas.nas.ops import max_pool_3x3
+
+    torch.manual_seed(size + stride)
+    x = torch.randn(4, 3, size, size)
+    ref = nn.MaxPool2d(3, stride, 1)
+    with torch.no_grad():
+        assert torch.equal(max_pool_3x3(x, stride), ref(x))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn_like(ref(x))
+    out = max_pool_3x3(xa, stride)
+    assert torch.equal(out, ref(xb)) and out.is_contiguous()
+    assert torch.equal(torch.autograd.grad(out, xa, g)[0], torch.autograd.grad(ref(xb), xb, g)[0])

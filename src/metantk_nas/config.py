@@ -202,6 +202,7 @@ class EvalConfig:
     image_size: int
     crop_padding: int
     color_jitter: float
+    channels_last: bool = True
 
 
 def _per_dataset(table: Mapping[str, Any], dataset: str) -> Any:
@@ -248,7 +249,7 @@ def eval_config(cfg: Mapping[str, Any]) -> EvalConfig:
     return EvalConfig(episodes=e["episodes"], ways=e["ways"], shots=tuple(e["shots"]), queries=e["queries"],
                       support_augmentations=e["support_augmentations"], C=e["C"], seed=e["seed"],
                       solver=e["solver"], feature_batch=e["feature_batch"], image_size=t["image_size"],
-                      crop_padding=t["crop_padding"], color_jitter=t["color_jitter"])
+                      crop_padding=t["crop_padding"], color_jitter=t["color_jitter"], channels_last=t["channels_last"])
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,8 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "search": ("search",),
     "export_genotype": ("export",),
     "train": ("train",),
-    "evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter"),
+    "evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter",
+                 "train.channels_last"),
     "tables": ("tables", "grid"),
 }
 

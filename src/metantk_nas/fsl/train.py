@@ -132,7 +132,7 @@ def train_model(genotype: Genotype, cfg: TrainConfig, data: PreparedSplit, ckpt_
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(genotype, cfg, data.n_classes).to(device)
     cuda = device.type == "cuda"
-    if cuda and cfg.channels_last:
+    if cfg.channels_last:   # a memory layout (faster convolutions and pools, CPU and CUDA); float32 either way
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     state = _load_checkpoint(ckpt_dir, model, opt)
@@ -160,7 +160,7 @@ def train_model(genotype: Genotype, cfg: TrainConfig, data: PreparedSplit, ckpt_
                 gen = torch_gen(cfg.seed, epoch, step)
                 x = aug(data.images[idx[order]], gen, device)
                 y = labels[idx[order]].to(device)
-                if cuda and cfg.channels_last:
+                if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 torch.manual_seed(derive_seed(cfg.seed, epoch, step, 0xD0))  # drop-path masks
                 with torch.autocast(device.type, enabled=cuda and cfg.mixed_precision):

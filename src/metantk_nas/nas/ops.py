@@ -71,15 +71,31 @@ class FacConv(nn.Sequential):
         )
 
 
+def max_pool_3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """``MaxPool2d(3, stride, padding=1)``, bitwise, computed faster: torch's CPU kernel for contiguous (NCHW)
+    tensors is 4-20x slower than for channels_last ones.  Without autograd, a separable max of shifted views
+    (a max is exact, so the result is identical); with autograd, the pool runs in channels_last (same values, same
+    gradients: both route to the window's maximum)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, stride, 1).contiguous()
+    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    rows = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
+    out = torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+    return out if stride == 1 else out[..., ::stride, ::stride].contiguous()
+
+
 class PoolNorm(nn.Module):
+    """3x3 pooling (stride s, padding 1; average without the padded zeros) then norm (the original's PoolBN)."""
+
     def __init__(self, kind: str, channels: int, stride: int, norm: str):
         super().__init__()
-        self.pool = (nn.AvgPool2d(3, stride, 1, count_include_pad=False) if kind == "avg"
-                     else nn.MaxPool2d(3, stride, 1))
+        self.kind, self.stride = kind, stride
         self.norm = make_norm(channels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.pool(x))
+        if self.kind == "max":
+            return self.norm(max_pool_3x3(x, self.stride))
+        return self.norm(F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False))
 
 
 class FactorizedReduce(nn.Module):
