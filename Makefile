@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (Python 3.11, no GPU):
 #   make demo   installs .venv and runs the whole pipeline on the embedded synthetic data
 #   make test   installs .venv and runs the test suite
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -22,8 +23,14 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES) --configfile config/smoke.yaml --rerun-incomplete
+	@echo "make demo: the whole DAG on the embedded synthetic data (config/smoke.yaml), one line per finished job"
+	@set -o pipefail; PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES) \
+	  --configfile config/smoke.yaml --rerun-incomplete --quiet rules host reason 2>&1 | $(PY) -m metantk_nas.progress
 	@cat results/smoke/tables/summary.txt
+	@echo "Next:"
+	@echo "  $(VENV)/bin/snakemake --configfile config/smoke.yaml --report results/smoke/report.html   # HTML report: tables, cells, curves"
+	@echo "  $(VENV)/bin/python scripts/audit.py results/smoke/tables/table1.tex                        # provenance of every number"
+	@echo "  $(VENV)/bin/dvc repro && $(VENV)/bin/dvc metrics show                                       # the same DAG through DVC"
 
 test: $(STAMP)
 	bash .ci/system-deps.sh --best-effort

@@ -4,6 +4,11 @@
 For each shot setting: `evaluate.episodes` 5-way episodes fixed by `evaluate.seed`, L2-normalised penultimate
 features of the frozen network, logistic regression (C) on the augmented support set, accuracy on the queries.
 fewshot.json holds mean, std and 95% CI (in %), the settings and every episode's accuracy.
+
+Example:
+  python scripts/evaluate.py --configfile config/config.yaml config/smoke.yaml \\
+      --dataset synthetic --method metantk --cells 5 --seed 0 --model results/smoke/synthetic/metantk/cells5/seed0/model.pt \\
+      --genotype results/smoke/synthetic/metantk/cells5/seed0/genotype.json --prepared data/prepared-smoke/synthetic --out results/smoke/synthetic/metantk/cells5/seed0
 """
 import sys
 from pathlib import Path

@@ -3,7 +3,7 @@
 `foreach` (stage names like train@synthetic-metantk-5-0). Each stage's `params` names exactly the config sections
 it reads (metantk_nas.config.STAGE_PARAMS), so changing e.g. train.recipes reruns only train, evaluate and tables.
 
-The checked-in dvc.yaml is generated for the smoke config:
+Example (the checked-in dvc.yaml is generated for the smoke config):
   python scripts/make_dvc.py --configfile config/config.yaml config/smoke.yaml --out dvc.yaml
 For the paper grid: --configfile config/config.yaml (then `dvc add` the raw dataset directories, see README).
 """

@@ -3,8 +3,14 @@
 
 Methods: metantk (MetaNTK condition number + linear regions), tenas (NTK condition number + linear regions),
 linreg (linear regions only), random (a uniformly sampled valid cell). The search resumes from
-{out}/search_state.json after a kill and ends with the same result as an uninterrupted run. search.json is
+{out}/search_state.json after a kill and ends with the same result as an uninterrupted run; SIGTERM/SIGUSR1 (SLURM
+preemption, the time-limit warning) finish the current candidate, checkpoint and exit 75 (retried by Snakemake). search.json is
 byte-identical for the same config and seed on CPU; timings go to cost.json (Table 1's search cost).
+
+Example (one run of the demo grid; `make demo` prepares the data first):
+  python scripts/search.py --configfile config/config.yaml config/smoke.yaml \\
+      --dataset synthetic --method metantk --cells 5 --seed 0 \\
+      --prepared data/prepared-smoke/synthetic --out results/smoke/synthetic/metantk/cells5/seed0
 """
 import sys
 import time
@@ -13,6 +19,7 @@ from pathlib import Path
 from metantk_nas import cli
 from metantk_nas.config import search_config, stage_config_subset
 from metantk_nas.data.prepared import load_split
+from metantk_nas.preemption import EXIT_REQUEUE, Preempted
 from metantk_nas.provenance import Provenance, device_name, write_json_atomic
 from metantk_nas.search.pruning import PruningSearch
 from metantk_nas.search.scoring import Scorer
@@ -56,4 +63,8 @@ if __name__ == "__main__":
     cli.add_run_args(p)
     p.add_argument("--prepared", required=True, help="prepared dataset directory (its train split is used)")
     p.add_argument("--out", required=True, help="output directory")
-    sys.exit(cli.run(main, p))
+    try:
+        sys.exit(cli.run(main, p))
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        sys.exit(EXIT_REQUEUE)

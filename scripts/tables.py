@@ -3,6 +3,9 @@
 Table 1 and Table 2 (LaTeX booktabs + markdown + CSV) and comparison.{md,csv} (ours vs the paper's numbers).
 
 A run that is missing renders as "--" and is listed in a warning; quoted rows come from config/literature.yaml.
+
+Example:
+  python scripts/tables.py --configfile config/config.yaml config/smoke.yaml --results results/smoke --out results/smoke/tables
 """
 import logging
 import sys
@@ -45,7 +48,7 @@ def main(args, cfg):
     prov = Provenance("tables", stage_config_subset(cfg, "tables"))
     prov.add_inputs([lit_path, *col.inputs])
     prov.write(written)
-    print(summary)
+    log.info("tables written: %s", out)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@
 Writes model.pt (a state_dict; load with torch.load(weights_only=True)), train_log.csv (epoch, loss, accuracy,
 lr, seconds), train_curve.png and metrics.json (#params, training time, device). Checkpoints go to {out}/checkpoints/ every epoch;
 a killed or preempted run (SIGTERM/SIGUSR1 -> checkpoint and exit 75) resumes to identical weights.
+
+Example:
+  python scripts/train.py --configfile config/config.yaml config/smoke.yaml \\
+      --dataset synthetic --method metantk --cells 5 --seed 0 --genotype results/smoke/synthetic/metantk/cells5/seed0/genotype.json \\
+      --prepared data/prepared-smoke/synthetic --out results/smoke/synthetic/metantk/cells5/seed0
 """
 import sys
 from pathlib import Path

@@ -72,17 +72,37 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_config([tmp_path / "nope.yaml"])
 
 
-def test_every_script_enforces_the_schema(tmp_path):
+SCRIPT_ARGS = {   # the required arguments of every script that reads the config (paths need not exist)
+    "prepare_data": ["--dataset", "mini", "--out", "x"],
+    "search": ["--dataset", "mini", "--method", "metantk", "--cells", "5", "--seed", "0", "--prepared", "p", "--out", "o"],
+    "train": ["--dataset", "mini", "--method", "metantk", "--cells", "5", "--seed", "0", "--genotype", "g.json",
+              "--prepared", "p", "--out", "o"],
+    "evaluate": ["--dataset", "mini", "--method", "metantk", "--cells", "5", "--seed", "0", "--model", "m.pt",
+                 "--genotype", "g.json", "--prepared", "p", "--out", "o"],
+    "tables": ["--results", "r", "--out", "o"],
+    "export_genotype": ["--search", "s.json", "--out", "o"],
+    "make_dvc": ["--out", "dvc.yaml"],
+}
+
+
+def test_every_script_rejects_a_bad_config_with_the_one_line_schema_error(tmp_path):
     from conftest import run_script
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"train": {"epochs_typo": 3}}))
-    for script in ("prepare_data", "search", "train", "evaluate", "tables", "export_genotype"):
-        proc = run_script(f"scripts/{script}.py", "--configfile", ROOT / "config/config.yaml", bad, "--help", check=False)
-        assert proc.returncode == 0 and "usage" in proc.stdout  # --help works without a valid config
-    proc = run_script("scripts/prepare_data.py", "--configfile", ROOT / "config/config.yaml", bad,
-                      "--dataset", "mini", "--out", tmp_path / "x", check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: config: train: unknown key(s) 'epochs_typo'; allowed: " \
-        "channels, channels_last, color_jitter, crop_padding, image_size, mixed_precision, momentum, num_workers, " \
-        "recipes, weight_decay"
+    expected = ("error: config: train: unknown key(s) 'epochs_typo'; allowed: channels, channels_last, color_jitter, "
+                "crop_padding, image_size, mixed_precision, momentum, num_workers, recipes, weight_decay")
+    for script, args in SCRIPT_ARGS.items():
+        proc = run_script(ROOT / f"scripts/{script}.py", "--configfile", ROOT / "config/config.yaml", bad, *args,
+                          check=False, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [expected], (script, proc.stderr)
+        assert not (tmp_path / "o").exists() and not (tmp_path / "x").exists()
+
+
+def test_every_script_has_a_help_with_an_example():
+    from conftest import run_script
+
+    for script in sorted(p.stem for p in (ROOT / "scripts").glob("*.py")):
+        proc = run_script(f"scripts/{script}.py", "--help", check=False)
+        assert proc.returncode == 0 and "usage" in proc.stdout and "Example" in proc.stdout, script
+        assert f"scripts/{script}.py" in (ROOT / "README.md").read_text(), f"README lists no scripts/{script}.py"

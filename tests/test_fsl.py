@@ -14,7 +14,7 @@ from metantk_nas.config import EvalConfig, TrainConfig
 from metantk_nas.data.prepared import load_split
 from metantk_nas.fsl.evaluate import (FeatureExtractor, TestTransform, accuracies, evaluate, fit_logreg_batched,
                                       mean_confidence_interval, predict_batched)
-from metantk_nas.fsl.train import step_lr, train_model
+from metantk_nas.fsl.train import SGD, step_lr, train_model
 from metantk_nas.nas.genotype import random_genotype
 
 from conftest import ROOT
@@ -70,13 +70,72 @@ def test_training_is_deterministic(tiny_prepared, tmp_path):
     assert same(weights(m1), weights(m2)) and [r["loss"] for r in s1.log] == [r["loss"] for r in s2.log]
 
 
+class Killed(Exception):
+    """Raised from on_step: the run dies there, leaving only the checkpoints already on disk (as a SIGKILL)."""
+
+
+def kill_at(epoch, step):
+    def hook(e, s):
+        if (e, s) == (epoch, step):
+            raise Killed
+    return hook
+
+
 def test_killed_training_resumes_to_identical_weights(tiny_prepared, tmp_path):
     data = load_split(tiny_prepared, "train")
     g = random_genotype(1, 5)
     full, _ = train_model(g, tcfg(), data, tmp_path / "full", CPU, progress=False)
-    train_model(g, tcfg(), data, tmp_path / "killed", CPU, progress=False, stop_after_epochs=1)  # "killed"
+    with pytest.raises(Killed):   # killed in the middle of the second epoch: the epoch-1 checkpoint survives
+        train_model(g, tcfg(), data, tmp_path / "killed", CPU, progress=False, on_step=kill_at(1, 2))
     resumed, state = train_model(g, tcfg(), data, tmp_path / "killed", CPU, progress=False)
     assert state.epoch == 3 and same(weights(full), weights(resumed))
+
+
+def test_a_signal_mid_epoch_checkpoints_after_that_step_and_resumes_bit_identical(tiny_prepared, tmp_path):
+    """SIGUSR1 (SLURM's early warning) during step 3 of epoch 2: the step finishes, the checkpoint holds epoch 1
+    finished + 4 steps of epoch 2, Preempted is raised; the resumed run goes on from step 4 and ends with the
+    uninterrupted run's weights and per-epoch losses, bit for bit."""
+    import os
+
+    from metantk_nas.preemption import Preempted
+
+    data = load_split(tiny_prepared, "train")
+    g = random_genotype(1, 5)
+    full, full_state = train_model(g, tcfg(), data, tmp_path / "full", CPU, progress=False)
+    steps_seen = []
+
+    def signal_at(e, s):
+        steps_seen.append((e, s))
+        if (e, s) == (1, 3):
+            os.kill(os.getpid(), signal.SIGUSR1)
+    with pytest.raises(Preempted, match="epoch 2, step 4"):
+        train_model(g, tcfg(), data, tmp_path / "run", CPU, progress=False, on_step=signal_at)
+    assert steps_seen[-1] == (1, 3)                                   # no step after the signalled one
+    ck = torch.load(tmp_path / "run/ckpt_last.pt", weights_only=True)
+    assert (ck["epoch"], ck["step"]) == (1, 4) and ck["optimizer"]["buffers"][0] is not None
+    resumed_steps = []
+    resumed, state = train_model(g, tcfg(), data, tmp_path / "run", CPU, progress=False,
+                                 on_step=lambda e, s: resumed_steps.append((e, s)))
+    assert resumed_steps[0] == (1, 4)
+    assert same(weights(full), weights(resumed))
+    assert [(r["loss"], r["accuracy"]) for r in state.log] == [(r["loss"], r["accuracy"]) for r in full_state.log]
+
+
+def test_sgd_is_torchs_sgd_bitwise():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    ours = SGD(a.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    ref = torch.optim.SGD(b.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    for k in range(5):
+        x = torch.randn(4, 5)
+        for net, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            net(x).pow(2).sum().backward()
+            opt.step()
+        if k == 2:
+            ours.param_groups[0]["lr"] = ref.param_groups[0]["lr"] = 0.005
+    assert same(a.state_dict(), b.state_dict())
 
 
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_prepared, tmp_path, caplog):
@@ -84,7 +143,8 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_prepared, tmp_pa
     g = random_genotype(2, 5)
     full, _ = train_model(g, tcfg(), data, tmp_path / "full", CPU, progress=False)
     ck = tmp_path / "run"
-    train_model(g, tcfg(), data, ck, CPU, progress=False, stop_after_epochs=2)
+    with pytest.raises(Killed):
+        train_model(g, tcfg(), data, ck, CPU, progress=False, on_step=kill_at(2, 0))   # after epoch 2's checkpoint
     (ck / "ckpt_last.pt").write_bytes(b"garbage" * 10)          # epoch-2 checkpoint corrupted
     resumed, _ = train_model(g, tcfg(), data, ck, CPU, progress=False)  # resumes from epoch 1 (ckpt_prev)
     assert "unreadable checkpoint" in caplog.text and same(weights(full), weights(resumed))

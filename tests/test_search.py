@@ -335,3 +335,43 @@ def test_a_five_and_an_eight_cell_search_of_one_seed_draw_separate_streams(tiny_
         scorer.reinit_thin(0, 0)
         thin[cells] = torch.cat([p.flatten() for p in scorer.thin.parameters()])
     assert not torch.equal(thin[5], thin[8])
+
+
+@pytest.mark.parametrize("stage,at", [("round", 7), ("group", 3)])
+def test_a_signalled_search_checkpoints_mid_stage_and_resumes_to_the_same_result(reference_run, tiny_prepared,
+                                                                                 tmp_path, monkeypatch, stage, at):
+    """SIGUSR1 while candidate ``at`` of round 0 (or of the group stage) is scored: the candidate finishes, the
+    state holds the scores of those finished, Preempted is raised; the resumed search scores only the rest and
+    ends with the uninterrupted search's records, byte for byte."""
+    import os
+    import signal
+
+    from metantk_nas.preemption import Preempted
+
+    cfg, g_full, s_full = reference_run
+    cfg = replace(cfg, checkpoint_seconds=0)
+    state_path = tmp_path / "search_state.json"
+    scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
+    real = scorer.region_delta
+    calls = []
+    n_round = sum(len(r["candidates"]) for r in s_full.rounds)
+
+    def signalling(origin, cand, *key):
+        calls.append(key)
+        if len(calls) == (at if stage == "round" else n_round + at):
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real(origin, cand, *key)
+    monkeypatch.setattr(scorer, "region_delta", signalling)
+    with pytest.raises(Preempted, match="rerun to resume"):
+        PruningSearch(cfg, scorer, progress=False).run(state_path)
+    saved = json.loads(state_path.read_text())
+    assert saved["partial"]["stage"] == stage and len(saved["partial"]["scores"]) == at
+    monkeypatch.undo()
+    resumed_calls = []
+    scorer2 = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
+    real2 = scorer2.region_delta
+    monkeypatch.setattr(scorer2, "region_delta", lambda o, c, *k: resumed_calls.append(k) or real2(o, c, *k))
+    g, s = PruningSearch(cfg, scorer2, progress=False).run(state_path)
+    assert len(resumed_calls) == n_round + 14 - len(calls)   # only the candidates left (14 in the group stage)
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)   # noqa: E731 (search.json sorts)
+    assert g == g_full and same(s.rounds, s_full.rounds) and same(s.group, s_full.group) and s.partial is None

@@ -162,6 +162,7 @@ class SearchConfig:
     norm: str = "groupnorm16"
     ntk_backend: str = "fast"
     ntk_chunk: int = 16
+    checkpoint_seconds: float = 5.0
     grad_dtype: str = "float32"
     ops: tuple[str, ...] = ()
     linear_regions: LinearRegionSpec = LinearRegionSpec()

@@ -25,6 +25,7 @@ from ..config import SearchConfig
 from ..nas.genotype import CELL_TYPES, Genotype, edge_groups, from_mask, random_genotype
 from ..nas.networks import full_mask
 from ..nas.ops import OP_NAMES
+from ..preemption import Preempted, SignalFlag
 from ..provenance import write_json_atomic
 from .scoring import Scorer
 
@@ -65,20 +66,25 @@ def rank_candidates(dk: list[float], dr: list[float], figures: int) -> tuple[lis
 
 @dataclass
 class SearchState:
-    """Everything needed to resume: the mask and the finished rounds (deterministic per round)."""
+    """Everything needed to resume: the mask, the finished rounds, and the scores of the candidates finished so
+    far in the stage under way (``partial``), so a signalled search resumes after its last candidate."""
 
     mask: np.ndarray
     rounds: list[dict[str, Any]] = field(default_factory=list)
     group: list[dict[str, Any]] | None = None
     seconds: list[float] = field(default_factory=list)
+    # the stage under way: {"stage": "round" | "group", "scores": [[dK, dR], ...], "seconds": float} and, for the
+    # group stage, "start" (the mask at its start: the stale origin) and "records" (finished node groups)
+    partial: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"mask": self.mask.astype(int).tolist(), "rounds": self.rounds, "group": self.group,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "partial": self.partial}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "SearchState":
-        return SearchState(np.array(d["mask"], dtype=bool), d["rounds"], d["group"], d.get("seconds", []))
+        return SearchState(np.array(d["mask"], dtype=bool), d["rounds"], d["group"], d.get("seconds", []),
+                           d.get("partial"))
 
 
 def initial_mask(ops: tuple[str, ...]) -> np.ndarray:
@@ -95,6 +101,10 @@ def is_single_path(mask: np.ndarray) -> bool:
 class PruningSearch:
     def __init__(self, cfg: SearchConfig, scorer: Scorer | None, progress: bool = True):
         self.cfg, self.scorer, self.progress = cfg, scorer, progress
+        self._checkpoint: Callable[[], None] | None = None   # set by run(): writes the resumable state
+        self._signals: SignalFlag | None = None
+        self._last_save = self._clock = 0.0
+        self._group_mask = np.zeros(0, dtype=bool)
 
     # -- scores of one candidate ------------------------------------------------------------------------------------
     def _shared(self, origin: np.ndarray, *key: int) -> list[Any] | None:
@@ -117,22 +127,45 @@ class PruningSearch:
         dr = float(np.mean([self.scorer.region_delta(origin_r, cand, *key, r) for r in range(reps)]))
         return dk, dr
 
+    # -- scores of many candidates, resumable -----------------------------------------------------------------------
+    def _score_all(self, cands: list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]],
+                   shared: list[Any] | None, scores: list[list[float]], bar: Callable[[int], None]
+                   ) -> tuple[list[float], list[float]]:
+        """dK, dR of every candidate (origin_k, origin_r, cand, key); ``scores`` holds those already finished (a
+        resumed stage) and grows by one per candidate, with a checkpoint at most every checkpoint_seconds."""
+        for origin_k, origin_r, cand, key in cands[len(scores):]:
+            scores.append(list(self._scores(origin_k, origin_r, cand, key, shared)))
+            bar(1)
+            self._tick(len(scores) < len(cands))
+        return [d for d, _ in scores], [r for _, r in scores]
+
+    def _tick(self, more: bool) -> None:
+        """After a candidate: checkpoint if it is time (or a signal came), and stop after a signal."""
+        if self._checkpoint is None:
+            return
+        now = time.perf_counter()
+        hit = self._signals is not None and self._signals.hit is not None
+        if hit or (more and now - self._last_save >= self.cfg.checkpoint_seconds):
+            self._checkpoint()   # (the last candidate of a stage: its record is written right after)
+            self._last_save = now
+        if hit:
+            raise Preempted(f"signal {self._signals.hit}: search checkpointed after {self._where()}; rerun to resume")
+
     # -- one round --------------------------------------------------------------------------------------------------
-    def prune_round(self, mask: np.ndarray, rnd: int, bar: Callable[[int], None]) -> tuple[np.ndarray, dict[str, Any]]:
+    def prune_round(self, mask: np.ndarray, rnd: int, bar: Callable[[int], None],
+                    scores: list[list[float]] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         assert self.scorer is not None
         if self.scorer.kernel_net is not None:
             self.scorer.reinit_kernel_net(rnd)  # the original builds network_origin anew each round
         cands = [(c, e, o) for c in range(2) for e in range(mask.shape[1]) if mask[c, e].sum() > 1
                  for o in np.flatnonzero(mask[c, e])]
-        dks, drs = [], []
-        shared = self._shared(mask, rnd)
+        work = []
         for k, (c, e, o) in enumerate(cands):
             cand = mask.copy()
             cand[c, e, o] = False
-            dk, dr = self._scores(mask, mask, cand, (rnd, k), shared)
-            dks.append(dk)
-            drs.append(dr)
-            bar(1)
+            work.append((mask, mask, cand, (rnd, k)))
+        shared = self._shared(mask, rnd)
+        dks, drs = self._score_all(work, shared, [] if scores is None else scores, bar)
         rk, rr, order = rank_candidates(dks, drs, self.cfg.precision)
         new = mask.copy()
         done: set[tuple[int, int]] = set()
@@ -150,29 +183,34 @@ class PruningSearch:
         return new, record
 
     # -- keep 2 incoming edges per node -----------------------------------------------------------------------------
-    def prune_groups(self, mask: np.ndarray, bar: Callable[[int], None]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def prune_groups(self, mask: np.ndarray, bar: Callable[[int], None],
+                     progress: dict[str, Any] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """``progress`` (a resumed stage, updated in place): "start" (the stage's first mask), "records" (the node
+        groups finished) and "scores" (the candidates finished in the group under way); ``mask`` is the mask
+        after the finished groups."""
         assert self.scorer is not None
         rnd = 10_000  # key space of the group stage
         if self.scorer.kernel_net is not None:
             self.scorer.reinit_kernel_net(rnd)
-        stale_origin = mask.copy()
-        records = []
+        progress = {"start": mask.astype(int).tolist(), "records": [], "scores": []} if progress is None else progress
+        stale_origin = np.array(progress["start"], dtype=bool)
+        records = progress["records"]
+        finished = {(r["cell"], r["node"]) for r in records}
         mask = mask.copy()
         for c in range(2):
             for g, (a, b) in enumerate(edge_groups()):
+                if (CELL_TYPES[c], g) in finished:
+                    continue
                 edges = [e for e in range(a, b) if mask[c, e].any()]
                 if len(edges) <= GROUP_KEEP:
                     continue
                 origin_k = stale_origin if self.cfg.fidelity.stale_group_origin else mask
-                shared = self._shared(origin_k, rnd, c, g)
-                dks, drs = [], []
+                work = []
                 for e in edges:
                     cand = mask.copy()
                     cand[c, e] = False
-                    dk, dr = self._scores(origin_k, mask, cand, (rnd, c, g, e), shared)
-                    dks.append(dk)
-                    drs.append(dr)
-                    bar(1)
+                    work.append((origin_k, mask, cand, (rnd, c, g, e)))
+                dks, drs = self._score_all(work, self._shared(origin_k, rnd, c, g), progress["scores"], bar)
                 rk, rr, order = rank_candidates(dks, drs, self.cfg.precision)
                 removed = [edges[i] for i in order[:-GROUP_KEEP]]
                 for e in removed:
@@ -180,6 +218,8 @@ class PruningSearch:
                 records.append({"cell": CELL_TYPES[c], "node": g, "candidates": [
                     {"edge": int(e), "dK": dks[i], "dR": drs[i], "rank_K": rk[i], "rank_R": rr[i],
                      "rank_sum": rk[i] + rr[i]} for i, e in enumerate(edges)], "removed": [int(e) for e in removed]})
+                progress["scores"] = []
+                self._group_mask = mask
         return mask, records
 
     # -- the whole search -------------------------------------------------------------------------------------------
@@ -191,32 +231,74 @@ class PruningSearch:
         return rounds + group
 
     def run(self, state_path: Path | None = None) -> tuple[Genotype, SearchState]:
+        """The search, resumed from ``state_path`` when it holds a state.  With a state path, a checkpoint is
+        written after every round and the group stage, and within them at most every checkpoint_seconds of
+        candidates; SIGTERM/SIGUSR1 finish the current candidate, checkpoint and raise :class:`Preempted`."""
         if self.cfg.method == "random":
             g = random_genotype(self.cfg.seed, self.cfg.cells)
             return g, SearchState(g.to_mask())
         state = _load_state(state_path) or SearchState(initial_mask(self.cfg.ops))
-        if state.rounds:
-            log.info("resuming after round %d from %s", len(state.rounds), state_path)
+        if state.rounds or state.partial:
+            log.info("resuming %s from %s", self._describe(state), state_path)
         total = self.total_candidates(initial_mask(self.cfg.ops))
-        done = sum(len(r["candidates"]) for r in state.rounds)
-        with tqdm(total=total, initial=done, desc=f"search {self.cfg.method}", unit="cand",
-                  disable=not self.progress, dynamic_ncols=True) as pbar:
+        done = sum(len(r["candidates"]) for r in state.rounds) + sum(
+            len(g["candidates"]) for g in (state.group or (state.partial or {}).get("records", [])))
+        done += len((state.partial or {}).get("scores", []))
+        with SignalFlag() as sig, tqdm(total=total, initial=done, desc=f"search {self.cfg.method}", unit="cand",
+                                       disable=not self.progress, dynamic_ncols=True) as pbar:
+            self._bind(state, state_path, sig)
             while not is_single_path(state.mask):
                 rnd = len(state.rounds)
-                t0 = time.perf_counter()
-                state.mask, record = self.prune_round(state.mask, rnd, pbar.update)
+                if not state.partial or state.partial["stage"] != "round":
+                    state.partial = {"stage": "round", "scores": [], "seconds": 0.0}
+                t0 = time.perf_counter() - state.partial["seconds"]
+                self._clock = t0
+                state.mask, record = self.prune_round(state.mask, rnd, pbar.update, state.partial["scores"])
                 state.rounds.append(record)
                 state.seconds.append(round(time.perf_counter() - t0, 3))
+                state.partial = None
                 log.info("round %d: %d candidates, pruned %s; %.1fs", rnd, len(record["candidates"]),
                          ", ".join(f"{c}[{e}].{o}" for c, e, o in record["pruned"][:4]) + " ...", state.seconds[-1])
-                _save_state(state_path, state)
+                self._save(state)
             if state.group is None:
-                t0 = time.perf_counter()
-                state.mask, state.group = self.prune_groups(state.mask, pbar.update)
+                if not state.partial:
+                    state.partial = {"stage": "group", "start": state.mask.astype(int).tolist(), "records": [],
+                                     "scores": [], "seconds": 0.0, "mask": state.mask.astype(int).tolist()}
+                t0 = time.perf_counter() - state.partial["seconds"]
+                self._clock = t0
+                self._group_mask = np.array(state.partial["mask"], dtype=bool)
+                state.mask, state.group = self.prune_groups(self._group_mask, pbar.update, state.partial)
                 state.seconds.append(round(time.perf_counter() - t0, 3))
+                state.partial = None
                 log.info("edge groups: kept %d edges per node; %.1fs", GROUP_KEEP, state.seconds[-1])
-                _save_state(state_path, state)
+                self._save(state)
+        self._checkpoint = None
         return from_mask(state.mask), state
+
+    def _bind(self, state: SearchState, path: Path | None, sig: SignalFlag) -> None:
+        self._signals = sig
+        self._last_save = time.perf_counter()
+        self._checkpoint = None if path is None else (lambda: self._save(state, partial=True))
+        self._state, self._path = state, path
+
+    def _save(self, state: SearchState, partial: bool = False) -> None:
+        if partial and state.partial is not None:
+            state.partial["seconds"] = round(time.perf_counter() - self._clock, 3)
+            if state.partial["stage"] == "group":
+                state.partial["mask"] = self._group_mask.astype(int).tolist()
+        _save_state(self._path, state)
+
+    def _where(self) -> str:
+        return self._describe(self._state)
+
+    @staticmethod
+    def _describe(state: SearchState) -> str:
+        p = state.partial
+        if p is None:
+            return f"round {len(state.rounds)}" if state.group is None else "the group stage"
+        if p["stage"] == "round":
+            return f"{len(p['scores'])} candidates of round {len(state.rounds)}"
+        return f"{len(p['records'])} node groups and {len(p['scores'])} candidates of the group stage"
 
 
 def _load_state(path: Path | None) -> SearchState | None:
