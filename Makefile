@@ -25,7 +25,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	@echo "make demo: the whole DAG on the embedded synthetic data (config/smoke.yaml), one line per finished job"
 	@set -o pipefail; PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES) \
-	  --configfile config/smoke.yaml --rerun-incomplete --quiet rules host reason 2>&1 | $(PY) -m metantk_nas.progress
+	  --configfile config/smoke.yaml --rerun-incomplete --scheduler greedy --quiet rules host reason 2>&1 | $(PY) -m metantk_nas.progress
 	@cat results/smoke/tables/summary.txt
 	@echo "Next:"
 	@echo "  $(VENV)/bin/snakemake --configfile config/smoke.yaml --report results/smoke/report.html   # HTML report: tables, cells, curves"

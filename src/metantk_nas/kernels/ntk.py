@@ -94,7 +94,8 @@ def grads_coupled(module: nn.Module, x: torch.Tensor, names: list[str], chunk: i
     return {n: torch.cat([p[k] for p in parts]).detach() for k, n in enumerate(names)}
 
 
-def grads_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 0) -> dict[str, torch.Tensor]:
+def grads_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int = 0,
+               modules: dict[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
     """Per-sample gradients of sum_c f_c(x_n) w.r.t. the parameters ``names``, for ``chunk`` samples at a time
     (0: all at once): layer by layer (module docstring) for the weights and biases of Conv2d and Linear layers;
     any other parameter (a norm's affine weight) by ``vmap(grad(g))`` over single samples.
@@ -102,7 +103,7 @@ def grads_fast(module: nn.Module, x: torch.Tensor, names: list[str], chunk: int 
     ``module(x)`` must return per-sample outputs ``(N, ...)``; samples must not interact (no train-mode BN), and
     no in-place operation may overwrite a recorded layer input or output (checked).
     """
-    mods = dict(module.named_modules())
+    mods = dict(module.named_modules()) if modules is None else modules
     layer = [n for n in names if isinstance(mods[n.rpartition(".")[0]], (nn.Conv2d, nn.Linear))
              and n.rpartition(".")[2] in ("weight", "bias")]
     other = [n for n in names if n not in layer]
@@ -230,26 +231,28 @@ def shared_modules(module: nn.Module) -> dict[str, list[str]]:
 
 
 def per_sample_grads(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast",
-                     chunk: int = 0) -> dict[str, torch.Tensor]:
+                     chunk: int = 0, checked: dict[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
     """Per-sample gradients (N, *shape) of sum_c f_c(x_n) for each parameter in ``names``. ``backend``: fast |
     opacus (per-sample, independent samples) | coupled (batch statistics allowed); ``chunk``: samples per
     vectorised gradient pass for fast and coupled (0: all at once).
 
     A module registered under two names is refused: Opacus hooks it once per name and returns a multiple of its
-    gradient, and a parameter name would not say which path it stands for."""
-    shared = shared_modules(module)
+    gradient, and a parameter name would not say which path it stands for.  ``checked``: the caller has already
+    verified that (and that no module normalises with batch statistics) for this structure, whose
+    ``dict(named_modules())`` it passes (the search: the same network thousands of times)."""
+    shared = {} if checked is not None else shared_modules(module)
     if shared:
         first, others = next(iter(shared.items()))
         raise ValueError(f"per-sample gradients: module {first!r} is also registered as {others[0]!r}; register "
                          "each module once (Opacus would hook it twice and double its gradient)")
     if backend == "coupled":
         return grads_coupled(module, x, names, chunk)
-    if has_batch_statistics(module):
+    if checked is None and has_batch_statistics(module):
         raise ValueError(f"the {backend!r} NTK backend needs independent samples, but the network normalises with "
                          "batch statistics (train-mode BatchNorm); use search.norm: batchnorm, which selects the "
                          "coupled backend, or a GroupNorm")
     if backend == "fast":
-        return grads_fast(module, x, names, chunk)
+        return grads_fast(module, x, names, chunk, checked)
     if backend == "opacus":
         return grads_opacus(module, x, names)
     raise ValueError(f"unknown NTK backend {backend!r}; expected 'fast', 'opacus' or 'coupled'")

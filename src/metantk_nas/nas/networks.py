@@ -142,15 +142,20 @@ class LogitsNet(nn.Module):
         f = self.body.features(x, self.mask)
         return (self.body.classifier if self.head is None else self.head)(f)
 
-    def live_parameter(self, name: str) -> bool:
-        """Is this parameter used by the forward pass under ``mask``?"""
+    def mask_index(self, name: str) -> tuple[int, int, int] | None:
+        """(cell type, edge, op) of a parameter inside a mixed edge's op, None for any other parameter."""
         parts = name.split(".")
-        if parts[:2] == ["body", "classifier"]:
-            return self.head is None
         if len(parts) > 5 and parts[0] == "body" and parts[1] == "cells" and parts[3] == "ops":
             cell = self.body.cells[int(parts[2])]
-            return bool(self.mask[1 if cell.reduction else 0, int(parts[4]), int(parts[5])])
-        return True
+            return 1 if cell.reduction else 0, int(parts[4]), int(parts[5])
+        return None
+
+    def live_parameter(self, name: str) -> bool:
+        """Is this parameter used by the forward pass under ``mask``?"""
+        if name.startswith("body.classifier."):
+            return self.head is None
+        idx = self.mask_index(name)
+        return True if idx is None else bool(self.mask[idx])
 
 
 def thin_supernet(channels: int, num_classes: int) -> SuperNet:

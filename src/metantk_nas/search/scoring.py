@@ -21,7 +21,8 @@ from ..data.readers import CIFAR10_MEAN, CIFAR10_STD
 from ..data import transforms as T
 from ..kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from ..kernels.metantk import condition_number, metantk
-from ..kernels.ntk import ParamFilter, gram_from_grads, kernel_parameter_names, per_sample_grads
+from ..kernels.ntk import (ParamFilter, gram_from_grads, has_batch_statistics, kernel_parameter_names,
+                           per_sample_grads, shared_modules)
 from ..seeding import torch_gen
 from ..nas.networks import LogitsNet, SuperNet, init_weights_, thin_supernet
 
@@ -52,11 +53,13 @@ class Scorer:
         # every draw is keyed by (seed, cells, ...): a 5- and an 8-cell search of one seed are separate runs, as in
         # the original, where the supernet's size changes everything drawn after it (the linreg search included)
         self.stream = (cfg.seed, cfg.cells)
+        self._structures: dict[bool, tuple[list[tuple[str, tuple[int, int, int] | None]], dict[str, nn.Module]]] = {}
         self.kernel_net: SuperNet | None = None
         if cfg.method in ("metantk", "tenas"):
             self.kernel_net = SuperNet(cfg.channels, cfg.cells, train.n_classes, cfg.norm).to(device, self.dtype)
         lr = cfg.linear_regions
         self.thin = thin_supernet(lr.channels, train.n_classes).to(device)   # normal cell C, reduction cell 2C
+        self.thin_relus = relu_modules(self.thin)
         self.thin.train()
         self.sampler = EpisodeSampler(train.labels, cfg.ways, cfg.shots, cfg.queries, TASK_POOL_SEED)
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if cfg.fidelity.cifar_normalisation else (train.mean, train.std)
@@ -111,13 +114,31 @@ class Scorer:
         init_weights_(head, gen, "default")
         return head.to(self.device, self.dtype)
 
+    def _structure(self, net: LogitsNet) -> tuple[list[tuple[str, tuple[int, int, int] | None]], dict[str, nn.Module]]:
+        """The kernel parameters of every op (live or not) with their mask index, and the module table, of this
+        network's structure (a separate head or the classifier): built and checked once, then filtered by mask."""
+        key = net.head is None
+        if key not in self._structures:
+            batchnorm = self.cfg.norm == "batchnorm"   # TE-NAS: every parameter named "weight", BN gamma too
+            pfilter = ParamFilter(norm=True) if batchnorm else ParamFilter()
+            names = kernel_parameter_names(net, lambda n: net.mask_index(n) is not None or net.live_parameter(n), pfilter)
+            shared = shared_modules(net)
+            if shared:
+                raise ValueError(f"kernel network: module {next(iter(shared))!r} is registered twice")
+            if not batchnorm and has_batch_statistics(net):
+                raise ValueError(f"the {self.cfg.ntk_backend!r} NTK backend needs independent samples (search.norm)")
+            self._structures[key] = ([(n, net.mask_index(n)) for n in names], dict(net.named_modules()))
+        return self._structures[key]
+
     def _grads(self, net: LogitsNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.cfg.norm == "batchnorm":
-            # TE-NAS: train-mode BatchNorm couples the samples; every parameter named "weight" (BN gamma too)
-            names = kernel_parameter_names(net, net.live_parameter, ParamFilter(norm=True))
+        params, modules = self._structure(net)
+        names = [n for n, idx in params if idx is None or net.mask[idx]]
+        if self.cfg.norm == "batchnorm":   # train-mode BatchNorm couples the samples (TE-NAS)
             return per_sample_grads(net.train(), x, names, "coupled", self.cfg.ntk_chunk)
-        names = kernel_parameter_names(net, net.live_parameter)
-        return per_sample_grads(net, x, names, self.cfg.ntk_backend, self.cfg.ntk_chunk)
+        if self.cfg.ntk_backend != "fast":
+            return per_sample_grads(net, x, names, self.cfg.ntk_backend, self.cfg.ntk_chunk)
+        modules = {**modules, "head": net.head} if net.head is not None else modules   # this call's head
+        return per_sample_grads(net, x, names, "fast", self.cfg.ntk_chunk, checked=modules)
 
     def metantk_kernels(self, mask: np.ndarray, batch: KernelBatch,
                         head: nn.Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -188,7 +209,7 @@ class Scorer:
         init_weights_(self.thin, torch_gen(*self.stream, *key, 4), self.init)
 
     def regions(self, mask: np.ndarray, inputs: list[torch.Tensor]) -> int:
-        pats = activation_patterns(lambda x: self.thin(x, mask), relu_modules(self.thin), inputs)
+        pats = activation_patterns(lambda x: self.thin(x, mask), self.thin_relus, inputs)
         return count_unique_patterns(pats)
 
     def region_delta(self, origin: np.ndarray, candidate: np.ndarray, *key: int) -> float:
