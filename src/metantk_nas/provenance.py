@@ -119,6 +119,9 @@ def package_versions() -> dict[str, str]:
 
 
 def device_name() -> str:
+    """The GPU model, or CPU: a stage that never imported torch (export, tables) ran on the CPU."""
+    if "torch" not in sys.modules:
+        return f"CPU ({platform.processor() or platform.machine()})"
     try:
         import torch
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .ops import OP_NAMES, ORIGINAL_NAMES, canonical_op
+from .space import OP_NAMES, ORIGINAL_NAMES, canonical_op
 
 N_NODES = 3
 CELL_TYPES = ("normal", "reduce")

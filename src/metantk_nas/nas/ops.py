@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .space import ALIASES, OP_NAMES, ORIGINAL_NAMES, canonical_op  # noqa: F401  (re-exported)
+
 NORMS = ("batchnorm", "groupnorm16", "groupnorm32", "none")
 
 
@@ -126,18 +128,7 @@ OPS: dict[str, OpFactory] = {
     "conv_1x5_5x1": lambda c, s, n: FacConv(c, c, s, n),
     "conv_3x3": lambda c, s, n: SepConv(c, c, 3, s, 1, 1, n),
 }
-OP_NAMES: tuple[str, ...] = tuple(OPS)
-#: names used by the original MetaNTK-NAS code / genotype strings -> our names
-ALIASES = {"max_pool_3x3BN": "max_pool_3x3", "avg_pool_3x3BN": "avg_pool_3x3"}
-#: our names -> the original's (what its Genotype(...) strings print)
-ORIGINAL_NAMES = {v: k for k, v in ALIASES.items()}
-
-
-def canonical_op(name: str) -> str:
-    name = ALIASES.get(name, name)
-    if name not in OPS:
-        raise ValueError(f"unknown operation {name!r}; expected one of {', '.join(OP_NAMES)}")
-    return name
+assert tuple(OPS) == OP_NAMES, "the op registry must list the search space's ops in the original's order"
 
 
 def make_op(name: str, channels: int, stride: int, norm: str) -> nn.Module:

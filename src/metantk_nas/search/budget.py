@@ -18,8 +18,7 @@ import numpy as np
 
 from ..errors import PipelineError
 from ..nas.genotype import CELL_TYPES, Genotype, edge_groups, edge_list, from_mask
-from ..nas.networks import EvalNet, count_parameters, evalnet_layout
-from ..nas.ops import OP_NAMES, make_op
+from ..nas.space import OP_NAMES
 
 BIG = 1000.0
 
@@ -49,6 +48,9 @@ def importance(search: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _op_params(channels: int, depth: int) -> np.ndarray:
+    from ..nas.networks import count_parameters, evalnet_layout   # torch only when a budget is solved
+    from ..nas.ops import make_op
+
     """params[c, e, o]: the op's parameters summed over the cells of type c."""
     params = np.zeros((2, 9, len(OP_NAMES)))
     for mult, red in evalnet_layout(depth):
@@ -63,6 +65,8 @@ def _op_params(channels: int, depth: int) -> np.ndarray:
 def solve(search: dict[str, Any], channels: int, depth: int, num_classes: int,
           budget_millions: float | None) -> tuple[Genotype, dict[str, Any]]:
     import pulp
+
+    from ..nas.networks import EvalNet, count_parameters
 
     ops_w, edge_w = importance(search)
     op_params = _op_params(channels, depth)

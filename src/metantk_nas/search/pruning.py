@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..config import SearchConfig
 from ..nas.genotype import CELL_TYPES, Genotype, edge_groups, from_mask, random_genotype
 from ..nas.networks import full_mask
-from ..nas.ops import OP_NAMES
+from ..nas.space import OP_NAMES
 from ..preemption import Preempted, SignalFlag
 from ..provenance import write_json_atomic
 from .scoring import Scorer
