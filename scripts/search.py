@@ -53,7 +53,8 @@ def main(args, cfg):
     backend = None if sc.method in ("random", "linreg") else ("coupled" if sc.norm == "batchnorm" else sc.ntk_backend)
     write_json_atomic(out / "cost.json", {"wall_seconds": round(seconds, 3), "device": device_name(),
                                           "ntk_backend": backend,
-                                          "device_hours": round(seconds / 3600, 6), "round_seconds": state.seconds})
+                                          "device_hours": round(seconds / 3600, 6), "round_seconds": state.seconds,
+                                          "resumed_at": state.resumes})
     prov.write([out / "search.json", out / "cost.json"])
     state_path.unlink(missing_ok=True)
 

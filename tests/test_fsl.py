@@ -119,6 +119,7 @@ def test_a_signal_mid_epoch_checkpoints_after_that_step_and_resumes_bit_identica
     assert resumed_steps[0] == (1, 4)
     assert same(weights(full), weights(resumed))
     assert [(r["loss"], r["accuracy"]) for r in state.log] == [(r["loss"], r["accuracy"]) for r in full_state.log]
+    assert state.resumes == [[1, 4]] and full_state.resumes == []       # metrics.json's resumed_at
 
 
 def test_sgd_is_torchs_sgd_bitwise():

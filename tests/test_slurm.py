@@ -84,3 +84,70 @@ def test_paper_grid_dry_run_with_the_shipped_profile(slurm, tmp_path):
         jobs = [b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M)]
         assert jobs and all(f"slurm_partition={partition}" in b for b in jobs), rule
     assert all("gres=gpu:1" in b for b in blocks if re.search(r"^rule train:", b, flags=re.M))
+    # the early warning (resources.signal_before_limit) on the stages that checkpoint, and only there
+    for rule, warned in (("train", True), ("search", True), ("evaluate", False), ("prepare_data", False)):
+        jobs = [b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M)]
+        assert all(("slurm_extra=--signal=TERM@300" in b) == warned for b in jobs), rule
+
+
+
+def _signal_jobs_when(watch: dict[str, Path], proc: subprocess.Popen, timeout: float = 300) -> dict[str, str]:
+    """For each rule in ``watch``: when its file appears (a checkpoint: the job is inside its work), send its
+    running SLURM job `scancel --signal=TERM`, as SLURM does on preemption (to every process of the job step: the
+    inner Snakemake under srun and the script).  Returns the signalled job id per rule."""
+    import time
+
+    deadline, signalled = time.time() + timeout, {}
+    while len(signalled) < len(watch):
+        if proc.poll() is not None or time.time() > deadline:
+            raise AssertionError(f"no {set(watch) - set(signalled)} checkpoint:\n" + proc.stdout.read()[-4000:])
+        for rule, path in watch.items():
+            if rule not in signalled and path.exists():
+                queue = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], capture_output=True,
+                                       text=True).stdout.split("\n")
+                jobs = [line.split()[0] for line in queue if f" rule_{rule}_" in line]
+                assert len(jobs) == 1, queue
+                subprocess.run(["scancel", "--signal=TERM", jobs[0]], check=True)
+                signalled[rule] = jobs[0]
+        time.sleep(0.05)
+    return signalled
+
+
+def test_signalled_search_and_train_jobs_resume_on_retry_to_identical_artifacts(slurm, tmp_path):
+    """Preemption on the real SLURM: a search job is signalled mid-round and a training job mid-epoch (both at
+    once); each checkpoints and exits 75, Snakemake's retry resubmits it, it resumes from its checkpoint, and
+    search.json and model.pt equal, byte for byte, those of an uninterrupted local run."""
+    configs = ["--configfile", "tests/configs/tiny.yaml", "tests/configs/preempt.yaml"]
+    search_run, train_run = (f"results/tiny/synthetic/{m}/cells5/seed0" for m in ("metantk", "metanas"))
+    targets = [f"{search_run}/search.json", f"{train_run}/model.pt"]
+    wd = _copy(tmp_path / "preempt")
+    # their inputs (prepared data, the published cell) locally: the test is about the two long jobs
+    inputs = _snakemake(wd, f"{train_run}/genotype.json", "--cores", "1", *configs)
+    assert inputs.returncode == 0, inputs.stderr[-3000:]
+    local = tmp_path / "local"
+    shutil.copytree(wd, local)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(BIN / "snakemake"), *targets, "--profile", "tests/slurm/profile", "--retries", "2",
+                             *configs], cwd=wd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        jobs = _signal_jobs_when({"search": wd / search_run / "search_state.json",
+                                  "train": wd / train_run / "checkpoints/ckpt_last.pt"}, proc)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    comp = _jobcomp()
+    for rule, job in jobs.items():
+        assert comp[job]["JobState"] == "FAILED", comp[job]     # the inner Snakemake exits 1 after the script's 75
+        log = next((wd / ".snakemake/slurm_logs" / f"rule_{rule}").rglob(f"{job}.log")).read_text()
+        assert "exit status 75" in log, log[-3000:]
+    resumed = json.loads((wd / search_run / "cost.json").read_text())["resumed_at"]
+    assert len(resumed) == 1 and re.fullmatch(r"\d+ candidates of round 0", resumed[0]), resumed
+    assert int(resumed[0].split()[0]) > 0                        # mid-round
+    resumed = json.loads((wd / train_run / "metrics.json").read_text())["resumed_at"]
+    assert len(resumed) == 1 and resumed[0]["step"] > 0, resumed  # mid-epoch
+    done = _snakemake(local, *targets, "--cores", "2", *configs)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((local / train_run / "metrics.json").read_text())["resumed_at"] == []
+    for name in (f"{search_run}/search.json", f"{train_run}/model.pt"):
+        assert (wd / name).read_bytes() == (local / name).read_bytes(), name

@@ -3,7 +3,8 @@
 with :data:`EXIT_REQUEUE`, and the retry (Snakemake ``retries``) or SLURM's requeue resumes from the checkpoint.
 
 SLURM sends SIGTERM at preemption and at the time limit (then SIGKILL after ``KillWait``, 30 s by default); the
-profile asks for SIGUSR1 ``slurm.signal_seconds`` before the time limit (docs/scaling.md).
+rules ask for SIGTERM ``resources.signal_before_limit`` seconds before the time limit (``--signal=TERM@N``; SIGTERM
+because the inner Snakemake in the same job step survives it, see docs/scaling.md).
 """
 from __future__ import annotations
 

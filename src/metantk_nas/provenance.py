@@ -42,7 +42,8 @@ def sha256_json(obj: Any) -> str:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it onto ``path`` only if the block succeeds.
 
-    A killed job or a full disk therefore never leaves a half-written artifact under the final name.
+    A killed job or a full disk therefore never leaves a half-written artifact under the final name.  A failed
+    write (ENOSPC, EIO, ...) is re-raised naming ``path``, the artifact, not the temporary file or nothing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.filename in (None, str(tmp_path), tmp_path):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

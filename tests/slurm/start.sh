@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bring up a real single-node SLURM on localhost for the integration tests (Debian's slurmctld, slurmd, munge).
-# Partitions: cpu (default) and gpu (one fake GPU, gres.conf File=/dev/null, so GPU jobs schedule).
+# Partitions: cpu (default) and gpu (two fake GPUs, gres.conf File=/dev/null and /dev/zero, so GPU jobs schedule, two at once).
 # slurm.conf must live in /etc/slurm (the job step plugin drops SLURM_CONF inside jobs). Needs root.
 set -euo pipefail
 host=$(hostname)
@@ -30,11 +30,11 @@ SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
-NodeName=${host} CPUs=${cpus} RealMemory=${mem} Gres=gpu:1 State=UNKNOWN
+NodeName=${host} CPUs=${cpus} RealMemory=${mem} Gres=gpu:2 State=UNKNOWN
 PartitionName=cpu Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=${host} MaxTime=INFINITE State=UP
 CONF
-printf 'AutoDetect=off\nName=gpu File=/dev/null\n' > /etc/slurm/gres.conf
+printf 'AutoDetect=off\nName=gpu File=/dev/null\nName=gpu File=/dev/zero\n' > /etc/slurm/gres.conf
 : > /var/log/slurm/jobcomp.log
 # munge: key, runtime dir owned by munge, daemon as the munge user
 [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }

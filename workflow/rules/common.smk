@@ -30,7 +30,7 @@ CONFIGFILES = _configfiles()
 # The interpreter of the stage scripts: the venv Snakemake runs in, or the rule's conda environment (which has the
 # dependencies; the package itself is imported from src/).
 CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-PY = f"PYTHONPATH={Path(workflow.basedir) / 'src'} python" if CONDA else sys.executable
+PY = f"env PYTHONPATH={Path(workflow.basedir) / 'src'} python" if CONDA else sys.executable
 RES = f"results/{config['experiment']}"
 PREP = config["data"]["prepared_root"]
 RUNS = list(iter_runs(config))
@@ -46,6 +46,12 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
+# Stages that checkpoint and exit 75 on SIGTERM/SIGUSR1 (metantk_nas.preemption).  Their shell commands `exec` the
+# script, so the signal and the exit status 75 reach it and Snakemake without a shell in between (bash dies on
+# SIGTERM, and its death would end the job step before the script has written its checkpoint).
+CHECKPOINTING_STAGES = ("search", "train")
+
+
 def stage_resources(stage):
     r = config["resources"]["stages"][stage]
     res = {
@@ -58,6 +64,12 @@ def stage_resources(stage):
     }
     if r["gpu"]:
         res["gres"] = "gpu:1"
+    warn = config["resources"].get("signal_before_limit", 0)
+    if warn and stage in CHECKPOINTING_STAGES:
+        # SLURM signals every process of the job step: the inner Snakemake (under srun) and the script.  SIGTERM,
+        # not SIGUSR1: Snakemake handles SIGTERM by waiting for its running job, SIGUSR1 would kill it (and with
+        # it the step) mid-checkpoint.  The script checkpoints and exits 75; Snakemake's retry resumes it.
+        res["slurm_extra"] = f"--signal=TERM@{warn}"
     return res
 
 

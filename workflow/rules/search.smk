@@ -21,7 +21,7 @@ rule search:
         out=run_dir,
         cfg=params_hash("search"),
     shell:
-        "{params.py} scripts/search.py --configfile {params.configfiles} --dataset {wildcards.dataset} --method {wildcards.method} "
+        "exec {params.py} scripts/search.py --configfile {params.configfiles} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--cells {wildcards.cells} --seed {wildcards.seed} --threads {threads} --no-progress "
         "--prepared {params.prepared} --out {params.out} 2> {log}"
 

@@ -27,7 +27,7 @@ rule train:
         out=run_dir,
         cfg=params_hash("train"),
     shell:
-        "{params.py} scripts/train.py --configfile {params.configfiles} --dataset {wildcards.dataset} --method {wildcards.method} "
+        "exec {params.py} scripts/train.py --configfile {params.configfiles} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--cells {wildcards.cells} --seed {wildcards.seed} --threads {threads} --no-progress "
         "--genotype {input.genotype} --prepared {params.prepared} --out {params.out} 2> {log}"
 

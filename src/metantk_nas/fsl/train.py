@@ -62,6 +62,7 @@ class TrainState:
     epoch_seconds: float = 0.0
     log: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    resumes: list[list[int]] = field(default_factory=list)   # [epochs finished, step] at every resume
 
 
 class SGD:
@@ -111,7 +112,7 @@ def build_model(genotype: Genotype, cfg: TrainConfig, n_classes: int) -> EvalNet
     return model
 
 
-CKPT_FIELDS = ("epoch", "step", "loss_sum", "correct", "epoch_seconds", "seconds")
+CKPT_FIELDS = ("epoch", "step", "loss_sum", "correct", "epoch_seconds", "seconds", "resumes")
 
 
 def _save_checkpoint(path: Path, model: nn.Module, opt: SGD, scaler: torch.amp.GradScaler, state: TrainState) -> None:
@@ -140,7 +141,8 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: SGD, scaler: torch.amp.G
                 scaler.load_state_dict(ck["scaler"])
             state = TrainState(int(ck["epoch"]), int(ck["step"]), float(ck["loss_sum"]), int(ck["correct"]),
                                float(ck["epoch_seconds"]), [dict(zip(LOG_FIELDS, r)) for r in ck["log"]],
-                               float(ck["seconds"]))
+                               float(ck["seconds"]), [list(r) for r in ck.get("resumes", [])])
+            state.resumes.append([state.epoch, state.step])
             log.info("resuming from %s at epoch %d, step %d", f, state.epoch + 1, state.step)
             return state
         except Exception as e:  # corrupt, truncated or foreign file
@@ -268,4 +270,5 @@ def write_outputs(model: EvalNet, state: TrainState, out_dir: Path, device: torc
     return {"params": count_parameters(model), "params_millions": round(count_parameters(model) / 1e6, 4),
             "train_seconds": round(state.seconds, 3), "epochs": state.epoch,
             "final_loss": state.log[-1]["loss"] if state.log else None,
-            "final_accuracy": state.log[-1]["accuracy"] if state.log else None}
+            "final_accuracy": state.log[-1]["accuracy"] if state.log else None,
+            "resumed_at": [{"epochs_done": e, "step": s} for e, s in state.resumes]}

@@ -77,7 +77,10 @@ def max_pool_3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
     """``MaxPool2d(3, stride, padding=1)``, bitwise, computed faster: torch's CPU kernel for contiguous (NCHW)
     tensors is 4-20x slower than for channels_last ones.  Without autograd, a separable max of shifted views
     (a max is exact, so the result is identical); with autograd, the pool runs in channels_last (same values, same
-    gradients: both route to the window's maximum)."""
+    gradients: both route to the window's maximum).  Inside torch.func transforms (the vmap NTK backend), which know
+    no memory formats, torch's own kernel."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):      # vmap/grad: no memory formats there
+        return F.max_pool2d(x, 3, stride, 1)
     if torch.is_grad_enabled() and x.requires_grad:
         return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, stride, 1).contiguous()
     p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))

@@ -76,15 +76,16 @@ class SearchState:
     # the stage under way: {"stage": "round" | "group", "scores": [[dK, dR], ...], "seconds": float} and, for the
     # group stage, "start" (the mask at its start: the stale origin) and "records" (finished node groups)
     partial: dict[str, Any] | None = None
+    resumes: list[str] = field(default_factory=list)   # where each resume started ("3 candidates of round 0")
 
     def to_json(self) -> dict[str, Any]:
         return {"mask": self.mask.astype(int).tolist(), "rounds": self.rounds, "group": self.group,
-                "seconds": self.seconds, "partial": self.partial}
+                "seconds": self.seconds, "partial": self.partial, "resumes": self.resumes}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "SearchState":
         return SearchState(np.array(d["mask"], dtype=bool), d["rounds"], d["group"], d.get("seconds", []),
-                           d.get("partial"))
+                           d.get("partial"), list(d.get("resumes", [])))
 
 
 def initial_mask(ops: tuple[str, ...]) -> np.ndarray:
@@ -239,7 +240,8 @@ class PruningSearch:
             return g, SearchState(g.to_mask())
         state = _load_state(state_path) or SearchState(initial_mask(self.cfg.ops))
         if state.rounds or state.partial:
-            log.info("resuming %s from %s", self._describe(state), state_path)
+            state.resumes.append(self._describe(state))
+            log.info("resuming %s from %s", state.resumes[-1], state_path)
         total = self.total_candidates(initial_mask(self.cfg.ops))
         done = sum(len(r["candidates"]) for r in state.rounds) + sum(
             len(g["candidates"]) for g in (state.group or (state.partial or {}).get("records", [])))
