@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from metantk_nas.data.safe_pickle import safe_load
 from metantk_nas.data.synthetic import SyntheticSpec, generate
 from metantk_nas.errors import DataError
 
-from conftest import write_pickle
+from conftest import ROOT, write_pickle
 
 
 # -- readers on tiny files in the real formats ---------------------------------------------------------------------
@@ -235,3 +236,42 @@ def test_fused_crop_flip_equals_the_separate_transforms():
     g = torch.Generator().manual_seed(2)
     separate = T.random_hflip(T.random_crop(imgs, 10, 2, g, channels_last=True), g, channels_last=True)
     assert torch.equal(fused, separate.permute(0, 3, 1, 2).float())
+
+
+@pytest.fixture
+def prepared_copy(tiny_prepared, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(tiny_prepared, tmp_path / "tiny"))
+
+
+@pytest.mark.parametrize("damage, name", [
+    (lambda d: (d / "train_images.npy").write_bytes((d / "train_images.npy").read_bytes()[:5000]), "train_images.npy"),
+    (lambda d: (d / "train_labels.npy").write_bytes((d / "train_labels.npy").read_bytes()[:100]), "train_labels.npy"),
+    (lambda d: (d / "train_images.npy").write_bytes(b"not an npy file at all"), "train_images.npy"),
+    (lambda d: (d / "train_images.npy").unlink(), "train_images.npy"),
+    (lambda d: (d / "manifest.json").write_text('{"splits": {"train": '), "manifest.json"),
+    (lambda d: (d / "manifest.json").write_text('["a", "list"]'), "manifest.json"),
+    (lambda d: (d / "manifest.json").write_text('{"splits": {}}'), "manifest.json"),
+    (lambda d: (d / "manifest.json").unlink(), "manifest.json"),
+], ids=["truncated-images", "truncated-labels", "not-npy", "missing-npy", "corrupt-manifest", "manifest-not-a-map",
+        "manifest-without-normalisation", "missing-manifest"])
+def test_damaged_prepared_data_is_a_data_error_naming_the_file(prepared_copy, damage, name):
+    damage(prepared_copy)
+    with pytest.raises(DataError) as e:
+        load_split(prepared_copy, "train")
+    assert str(e.value).startswith(str(prepared_copy / name) + ":"), str(e.value)
+
+
+def test_a_stage_on_truncated_prepared_data_prints_one_line_naming_the_file(prepared_copy, tmp_path):
+    """Through a stage script: exit 2, the last stderr line names the file, no traceback."""
+    from conftest import run_script
+
+    npy = prepared_copy / "train_images.npy"
+    npy.write_bytes(npy.read_bytes()[:5000])
+    proc = run_script(ROOT / "scripts/search.py", "--configfile", ROOT / "config/config.yaml",
+                      ROOT / "tests/configs/tiny.yaml", "--dataset", "synthetic", "--method", "linreg", "--cells", "5",
+                      "--seed", "0", "--no-progress", "--prepared", prepared_copy, "--out", tmp_path / "run",
+                      check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {npy}: unreadable prepared data"), proc.stderr

@@ -62,6 +62,25 @@ def test_drop_path_ramps_as_the_originals_with_epochs_counted_from_one(tiny_prep
     assert probs and probs == pytest.approx([0.2] * len(probs))
 
 
+def test_training_learns_a_separable_set(tiny_prepared, tmp_path):
+    """On the synthetic set (8 classes that differ in colour and pattern): the loss starts near ln 8, the chance
+    level of 8 classes, and falls well below it, and the trained network classifies its own (un-augmented)
+    training images far above the chance 1/8.  The learning rate follows the step schedule written out by hand.
+    A zeroed gradient, labels paired with the wrong images or a learning rate of 0 leave the loss near ln 8."""
+    data = load_split(tiny_prepared, "train")
+    cfg = tcfg(channels=8, epochs=10, decay_epochs=(8,), drop_path=0.0)
+    model, state = train_model(random_genotype(1, 5), cfg, data, tmp_path / "ck", CPU, progress=False)
+    losses = [r["loss"] for r in state.log]
+    assert [r["lr"] for r in state.log] == pytest.approx([0.05] * 8 + [0.005] * 2)
+    assert abs(losses[0] - np.log(8)) < 0.35                  # epoch 1 averages over steps from the start
+    assert np.mean(losses[-2:]) < 0.6 * np.log(8)
+    model.eval()
+    with torch.no_grad():
+        x = TestTransform(16, data.mean, data.std)(data.images)
+        acc = float((model(x).argmax(1).numpy() == np.asarray(data.labels)).mean())
+    assert acc >= 0.5, acc                                    # chance: 0.125
+
+
 def test_training_is_deterministic(tiny_prepared, tmp_path):
     data = load_split(tiny_prepared, "train")
     g = random_genotype(0, 5)
@@ -307,6 +326,46 @@ def test_batched_solver_handles_repeated_support_vectors():
     x[1, 3, 0] = np.nan
     with pytest.raises(FloatingPointError, match="non-finite"):
         fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=1.0)
+
+
+class PooledPixels(torch.nn.Module):
+    """A stand-in network whose features are 4x4-pooled pixels: the synthetic classes differ in colour and
+    pattern, so these features separate them, independently of any training."""
+
+    def features(self, x):
+        return torch.nn.functional.avg_pool2d(x, 4).flatten(1)
+
+
+def test_evaluate_end_to_end_against_scikit_learn_on_its_own_episodes(tiny_prepared, monkeypatch):
+    """The stage function itself: above chance on separable features; its mean is 100 x the mean of its
+    per-episode accuracies; every episode's accuracy is scikit-learn's (run to convergence) on the same
+    episode's features; every episode's query labels name its 5 classes, `queries` images each."""
+    from sklearn.linear_model import LogisticRegression
+
+    import metantk_nas.fsl.evaluate as ev
+
+    test = load_split(tiny_prepared, "test")
+    seen = []
+    real = ev.accuracies
+    monkeypatch.setattr(ev, "accuracies", lambda *a, **k: seen.append(a) or real(*a, **k))
+    cfg = ecfg(episodes=30, queries=4)
+    out = evaluate(PooledPixels(), test, cfg, CPU, progress=False)
+    assert set(out) == {"1shot", "5shot"} and len(seen) == 2
+    for shots, (sup_f, sup_y, all_q, q_idx, q_y, *_) in zip(cfg.shots, seen):
+        r = out[f"{shots}shot"]
+        per = np.array(r["per_episode"])
+        assert len(per) == r["episodes"] == 30 and r["mean"] == pytest.approx(100 * per.mean(), abs=1e-3)
+        assert r["mean"] > 2 * 100 / cfg.ways, r["mean"]                       # chance: 20
+        assert sup_y.shape == (30, cfg.ways * shots * cfg.support_augmentations)
+        true = np.asarray(test.labels)[q_idx]
+        for i in range(30):
+            pred = (LogisticRegression(C=cfg.C, max_iter=20000, tol=1e-12).fit(sup_f[i].double().numpy(), sup_y[i])
+                    .predict(all_q[q_idx[i]].double().numpy()))
+            assert per[i] == pytest.approx((pred == q_y[i]).mean(), abs=1e-6), i
+            by_label = [set(true[i][q_y[i] == k]) for k in range(cfg.ways)]
+            assert all(len(c) == 1 for c in by_label) and len(set.union(*by_label)) == cfg.ways
+            assert np.bincount(q_y[i], minlength=cfg.ways).tolist() == [cfg.queries] * cfg.ways
+    assert out["5shot"]["mean"] > out["1shot"]["mean"]
 
 
 def test_evaluation_is_deterministic(trained, tiny_prepared):

@@ -110,9 +110,12 @@ def test_original_names_are_printed():
     assert "'max_pool_3x3BN'" in s and s.startswith("Genotype(normal=[[('sep_conv_3x3', 0)")
 
 
-def test_genotype_parser_refuses_code():
-    with pytest.raises(ValueError):
-        Genotype.from_darts("Genotype(normal=__import__('os').system('true'), reduce=[])")
+def test_genotype_parser_refuses_code(tmp_path):
+    """A genotype string is parsed as literals only: a call is refused, never run."""
+    marker = tmp_path / "ran"
+    with pytest.raises(ValueError, match="cannot parse genotype string: malformed node"):
+        Genotype.from_darts(f"Genotype(normal=__import__('os').system('touch {marker}'), reduce=[])")
+    assert not marker.exists()
 
 
 def test_random_cells_are_drawn_per_cells_and_seed():

@@ -121,6 +121,21 @@ def test_killed_search_resumes_to_the_same_result(reference_run, tiny_prepared, 
     assert json.dumps(s_resumed.rounds) == json.dumps(s_full.rounds)
 
 
+@pytest.mark.parametrize("content", ['{"mask": [[1, 0', '{"mask": [1, 0, 1], "rounds": [], "group": null}'],
+                         ids=["truncated", "mask-of-another-supernet"])
+def test_an_unreadable_search_state_is_a_logged_fresh_start(reference_run, tiny_prepared, tmp_path, caplog, content):
+    """A corrupt or foreign search_state.json: a warning naming the file, then the search from scratch, which
+    ends where the uninterrupted search ended (the documented behaviour, docs/scaling.md)."""
+    cfg, g_full, s_full = reference_run
+    state = tmp_path / "search_state.json"
+    state.write_text(content)
+    with caplog.at_level("WARNING", logger="metantk_nas.search.pruning"):
+        g, s = run(cfg, tiny_prepared, state)
+    assert any(str(state) in r.getMessage() and "starting the search from scratch" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert g == g_full and json.dumps(s.rounds) == json.dumps(s_full.rounds) and s.resumes == []
+
+
 def test_search_script_outputs_are_byte_identical(tmp_path):
     from conftest import ROOT, run_script
     import yaml
@@ -375,3 +390,30 @@ def test_a_signalled_search_checkpoints_mid_stage_and_resumes_to_the_same_result
     assert len(resumed_calls) == n_round + 14 - len(calls)   # only the candidates left (14 in the group stage)
     same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)   # noqa: E731 (search.json sorts)
     assert g == g_full and same(s.rounds, s_full.rounds) and same(s.group, s_full.group) and s.partial is None
+
+
+def test_metantk_task_batch_puts_all_queries_before_all_supports(tmp_path):
+    """The MetaNTK kernel reads rows [0, n_query) as the tasks' queries and the rest as their supports (the
+    original's order).  Images of one flat grey level each (level = image index) identify every row through its
+    centre pixel, which no flip or 4-pixel crop moves off the image; with 3 queries and 1 shot per class
+    (n_query != n_support) a swapped order or a mixed-up task shows."""
+    from metantk_nas.data.prepared import PreparedSplit
+
+    n_classes, per_class = 10, 20
+    levels = np.arange(n_classes * per_class, dtype=np.uint8)      # 200 distinct grey levels
+    images = np.broadcast_to(levels[:, None, None, None], (len(levels), 16, 16, 3)).copy()
+    train = PreparedSplit(images, np.repeat(np.arange(n_classes), per_class), (0.5,) * 3, (0.25,) * 3)
+    cfg = replace(small_cfg(), image_size=16, ways=5, shots=1, queries=3, tasks_per_batch=2, task_pool=20)
+    scorer = Scorer(cfg, train, torch.device("cpu"))
+    rng = np.random.default_rng(11)
+    batch = scorer.task_batch(np.random.default_rng(11), torch.Generator().manual_seed(0))
+    tasks = scorer.sampler.batch(rng.choice(cfg.task_pool, cfg.tasks_per_batch, replace=False))
+    queries = np.concatenate([t.query for t in tasks])
+    supports = np.concatenate([t.support for t in tasks])
+    assert (batch.n_tasks, batch.n_query) == (2, 2 * 5 * 3) and len(batch.x) == 2 * 5 * (3 + 1)
+    (mean, *_), (std, *_) = scorer.norm_consts        # the original's CIFAR constants by default
+    centre = batch.x[:, 0, 8, 8].double() * std + mean               # un-normalise channel 0
+    rows = np.rint(centre.numpy() * 255).astype(int)
+    assert rows[:batch.n_query].tolist() == queries.tolist()
+    assert rows[batch.n_query:].tolist() == supports.tolist()
+    assert set(queries // per_class) == set(supports // per_class)   # the same tasks' classes

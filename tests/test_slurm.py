@@ -48,30 +48,6 @@ def _jobcomp() -> dict[str, dict[str, str]]:
     return jobs
 
 
-def test_tiny_dag_runs_through_sbatch_on_the_right_partitions(slurm, tmp_path):
-    wd = _copy(tmp_path / "slurm")
-    proc = _snakemake(wd, "--profile", "tests/slurm/profile", "--configfile", "tests/configs/tiny.yaml")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    records = [json.loads(p.read_text()) for p in wd.rglob("*.prov.json")]
-    by_stage: dict[str, set[tuple[str, str]]] = {}
-    for r in records:
-        by_stage.setdefault(r["stage"], set()).add((r["slurm"]["job_id"], r["slurm"]["partition"]))
-    assert set(by_stage) == {"prepare_data", "search", "export_genotype", "train", "evaluate", "tables"}
-    comp = _jobcomp()
-    for stage, jobs in by_stage.items():
-        for job_id, partition in jobs:
-            assert job_id is not None, f"{stage} did not run under SLURM"
-            assert partition == ("gpu" if stage in GPU_STAGES else "cpu"), (stage, partition)
-            assert comp[job_id]["JobState"] == "COMPLETED" and comp[job_id]["Partition"] == partition
-    # the results equal those of a local run
-    local = _copy(tmp_path / "local")
-    proc = _snakemake(local, "--cores", "2", "--configfile", "tests/configs/tiny.yaml")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for few in (local / "results/tiny").rglob("fewshot.json"):
-        ours = json.loads((wd / few.relative_to(local)).read_text())["results"]
-        assert ours == json.loads(few.read_text())["results"]
-
-
 def test_paper_grid_dry_run_with_the_shipped_profile(slurm, tmp_path):
     wd = _copy(tmp_path / "dry")
     proc = _snakemake(wd, "--profile", "slurm", "-n")
@@ -91,63 +67,93 @@ def test_paper_grid_dry_run_with_the_shipped_profile(slurm, tmp_path):
 
 
 
-def _signal_jobs_when(watch: dict[str, Path], proc: subprocess.Popen, timeout: float = 300) -> dict[str, str]:
-    """For each rule in ``watch``: when its file appears (a checkpoint: the job is inside its work), send its
-    running SLURM job `scancel --signal=TERM`, as SLURM does on preemption (to every process of the job step: the
-    inner Snakemake under srun and the script).  Returns the signalled job id per rule."""
+
+def _signal_jobs_when(watch: dict[str, Path], proc: subprocess.Popen, timeout: float = 600) -> dict[str, str]:
+    """For each job comment in ``watch`` (rule_<rule>_wildcards_<values>): when its file appears (a checkpoint: the
+    job is inside its work), send that running SLURM job `scancel --signal=TERM`, as SLURM does on preemption (to
+    every process of the job step: the inner Snakemake under srun and the script).  Returns the job id per key."""
     import time
 
     deadline, signalled = time.time() + timeout, {}
     while len(signalled) < len(watch):
         if proc.poll() is not None or time.time() > deadline:
             raise AssertionError(f"no {set(watch) - set(signalled)} checkpoint:\n" + proc.stdout.read()[-4000:])
-        for rule, path in watch.items():
-            if rule not in signalled and path.exists():
+        for key, path in watch.items():
+            if key not in signalled and path.exists():
                 queue = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], capture_output=True,
                                        text=True).stdout.split("\n")
-                jobs = [line.split()[0] for line in queue if f" rule_{rule}_" in line]
-                assert len(jobs) == 1, queue
+                jobs = [line.split()[0] for line in queue if line.endswith(f" {key}")]
+                assert len(jobs) == 1, (key, queue)
                 subprocess.run(["scancel", "--signal=TERM", jobs[0]], check=True)
-                signalled[rule] = jobs[0]
+                signalled[key] = jobs[0]
         time.sleep(0.05)
     return signalled
 
 
-def test_signalled_search_and_train_jobs_resume_on_retry_to_identical_artifacts(slurm, tmp_path):
-    """Preemption on the real SLURM: a search job is signalled mid-round and a training job mid-epoch (both at
-    once); each checkpoints and exits 75, Snakemake's retry resubmits it, it resumes from its checkpoint, and
-    search.json and model.pt equal, byte for byte, those of an uninterrupted local run."""
-    configs = ["--configfile", "tests/configs/tiny.yaml", "tests/configs/preempt.yaml"]
-    search_run, train_run = (f"results/tiny/synthetic/{m}/cells5/seed0" for m in ("metantk", "metanas"))
-    targets = [f"{search_run}/search.json", f"{train_run}/model.pt"]
-    wd = _copy(tmp_path / "preempt")
-    # their inputs (prepared data, the published cell) locally: the test is about the two long jobs
-    inputs = _snakemake(wd, f"{train_run}/genotype.json", "--cores", "1", *configs)
-    assert inputs.returncode == 0, inputs.stderr[-3000:]
-    local = tmp_path / "local"
-    shutil.copytree(wd, local)
+CONFIGS = ["--configfile", "tests/configs/tiny.yaml", "tests/configs/preempt.yaml"]
+SEARCH_RUN, TRAIN_RUN = (f"results/tiny/synthetic/{m}/cells5/seed0" for m in ("metantk", "metanas"))
+SIGNALLED = {"rule_search_wildcards_synthetic_metantk_5_0": ("search", f"{SEARCH_RUN}/search_state.json"),
+             "rule_train_wildcards_synthetic_metanas_5_0": ("train", f"{TRAIN_RUN}/checkpoints/ckpt_last.pt")}
+
+
+@pytest.fixture(scope="module")
+def slurm_dag(slurm, tmp_path_factory):
+    """One run of the tiny DAG (tests/configs/preempt.yaml: metantk and the published cell, jobs long enough to be
+    interrupted) through `snakemake --profile tests/slurm/profile --retries 2`, during which the metantk search is
+    signalled mid-round and the metanas training job mid-epoch; and the same DAG run locally, uninterrupted."""
+    wd = _copy(tmp_path_factory.mktemp("slurm"))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    proc = subprocess.Popen([str(BIN / "snakemake"), *targets, "--profile", "tests/slurm/profile", "--retries", "2",
-                             *configs], cwd=wd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", "tests/slurm/profile", "--retries", "2", *CONFIGS],
+                            cwd=wd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        jobs = _signal_jobs_when({"search": wd / search_run / "search_state.json",
-                                  "train": wd / train_run / "checkpoints/ckpt_last.pt"}, proc)
-        out, _ = proc.communicate(timeout=600)
+        jobs = _signal_jobs_when({k: wd / f for k, (_, f) in SIGNALLED.items()}, proc)
+        out, _ = proc.communicate(timeout=900)
     finally:
         proc.kill()
     assert proc.returncode == 0, out[-4000:]
+    local = _copy(tmp_path_factory.mktemp("local"))
+    done = _snakemake(local, "--cores", "2", *CONFIGS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return wd, local, jobs
+
+
+def test_tiny_dag_runs_through_sbatch_on_the_right_partitions(slurm_dag):
+    wd, local, _ = slurm_dag
+    records = [json.loads(p.read_text()) for p in wd.rglob("*.prov.json")]
+    by_stage: dict[str, set[tuple[str, str]]] = {}
+    for r in records:
+        by_stage.setdefault(r["stage"], set()).add((r["slurm"]["job_id"], r["slurm"]["partition"]))
+    assert set(by_stage) == {"prepare_data", "search", "export_genotype", "train", "evaluate", "tables"}
     comp = _jobcomp()
-    for rule, job in jobs.items():
+    for stage, jobs in by_stage.items():
+        for job_id, partition in jobs:
+            assert job_id is not None, f"{stage} did not run under SLURM"
+            assert partition == ("gpu" if stage in GPU_STAGES else "cpu"), (stage, partition)
+            assert comp[job_id]["JobState"] == "COMPLETED" and comp[job_id]["Partition"] == partition
+    # the results equal those of the local run
+    fewshot = list((local / "results/tiny").rglob("fewshot.json"))
+    assert len(fewshot) == 2
+    for few in fewshot:
+        ours = json.loads((wd / few.relative_to(local)).read_text())["results"]
+        assert ours == json.loads(few.read_text())["results"]
+
+
+def test_signalled_search_and_train_jobs_resume_on_retry_to_identical_artifacts(slurm_dag):
+    """Preemption on the real SLURM: the search job signalled mid-round and the training job mid-epoch each
+    checkpoint and exit 75; Snakemake's retry resubmits them, they resume from their checkpoints, and search.json
+    and model.pt equal, byte for byte, those of the uninterrupted local run."""
+    wd, local, jobs = slurm_dag
+    comp = _jobcomp()
+    for key, job in jobs.items():
+        rule = SIGNALLED[key][0]
         assert comp[job]["JobState"] == "FAILED", comp[job]     # the inner Snakemake exits 1 after the script's 75
         log = next((wd / ".snakemake/slurm_logs" / f"rule_{rule}").rglob(f"{job}.log")).read_text()
         assert "exit status 75" in log, log[-3000:]
-    resumed = json.loads((wd / search_run / "cost.json").read_text())["resumed_at"]
+    resumed = json.loads((wd / SEARCH_RUN / "cost.json").read_text())["resumed_at"]
     assert len(resumed) == 1 and re.fullmatch(r"\d+ candidates of round 0", resumed[0]), resumed
     assert int(resumed[0].split()[0]) > 0                        # mid-round
-    resumed = json.loads((wd / train_run / "metrics.json").read_text())["resumed_at"]
+    resumed = json.loads((wd / TRAIN_RUN / "metrics.json").read_text())["resumed_at"]
     assert len(resumed) == 1 and resumed[0]["step"] > 0, resumed  # mid-epoch
-    done = _snakemake(local, *targets, "--cores", "2", *configs)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((local / train_run / "metrics.json").read_text())["resumed_at"] == []
-    for name in (f"{search_run}/search.json", f"{train_run}/model.pt"):
+    assert json.loads((local / TRAIN_RUN / "metrics.json").read_text())["resumed_at"] == []
+    for name in (f"{SEARCH_RUN}/search.json", f"{TRAIN_RUN}/model.pt", f"{SEARCH_RUN}/model.pt"):
         assert (wd / name).read_bytes() == (local / name).read_bytes(), name

@@ -129,3 +129,77 @@ def test_quoted_rows_appear_only_under_the_dataset_they_were_measured_on(tmp_pat
     assert metanas[6].mean == 63.1 and metanas[10].mean is None and metanas[8] == "--"
     comp = comparison(col, LIT, ["synthetic"], [5, 8])
     assert set(comp.paper) == {"no paper value for synthetic data"}
+
+
+ROW = {"metantk": "MetaNTK-NAS", "tenas": "TE-NAS", "linreg": "Linear Region", "random": "Random Cell",
+       "metanas": "MetaNAS(retrained)†"}
+
+
+def test_every_cell_of_both_tables_is_the_mean_and_population_std_of_the_per_seed_means(tmp_path):
+    """End to end through scripts/tables.py on the paper grid (mini: 5 methods, tiered: 2; 5 and 8 cells; 3 seeds),
+    from fewshot.json files in the evaluate stage's format (per-episode accuracies, mean = 100 x their mean).
+    The per-seed means are skewed (seed 2 far above seeds 0 and 1: mean != median, population std != sample std).
+    Every cell of Table 1 and Table 2, 1- and 5-shot, in the CSV and in the LaTeX, is numpy's mean ± std(ddof=0)
+    of the per-seed means; the one run group left with a single seed prints its mean alone, as the note says."""
+    import numpy as np
+    import pandas as pd
+
+    from conftest import run_script
+    from metantk_nas.config import iter_runs, load_config
+
+    cfg = load_config([ROOT / "config/config.yaml"])
+    rng = np.random.default_rng(7)
+    per_seed: dict[tuple[str, str, int, int], list[float]] = {}
+    single = ("tiered", "metanas", 8)                     # seeds 1 and 2 never ran
+    runs = list(iter_runs(cfg))
+    for run in runs:
+        if (run.dataset, run.method, run.cells) == single and run.seed > 0:
+            continue
+        res = {}
+        for shots in (1, 5):
+            centre = 40 + 3 * list(ROW).index(run.method) + run.cells + 12 * (shots == 5) + 4 * (run.dataset == "tiered")
+            per = np.clip(rng.normal((centre + (0.0, 1.0, 7.5)[run.seed]) / 100, 0.08, 60), 0, 1).round(6)
+            mean = round(100 * float(per.mean()), 4)
+            res[f"{shots}shot"] = {"mean": mean, "per_episode": per.tolist(), "episodes": 60, "shots": shots}
+            per_seed.setdefault((run.dataset, run.method, run.cells, shots), []).append(mean)
+        d = tmp_path / "results" / run.path
+        d.mkdir(parents=True)
+        (d / "fewshot.json").write_text(json.dumps({"results": res}))
+        (d / "metrics.json").write_text(json.dumps({"params": 1.2e6 + 1e5 * run.cells}))
+        (d / "cost.json").write_text(json.dumps({"device_hours": 1.5, "device": "Tesla V100",
+                                                 "ntk_backend": "opacus"}))
+    for k, v in per_seed.items():
+        if len(v) == 3:
+            assert np.mean(v) != np.median(v) and not np.isclose(np.std(v), np.std(v, ddof=1)), k
+
+    def expected(ds, method, cells, shots):
+        v = per_seed[(ds, method, cells, shots)]
+        return f"{np.mean(v):.2f}" if len(v) == 1 else f"{np.mean(v):.2f} ± {np.std(v):.2f}"
+
+    out = tmp_path / "tables"
+    run_script(ROOT / "scripts/tables.py", "--configfile", ROOT / "config/config.yaml", "--results",
+               tmp_path / "results", "--out", out)
+    t2 = pd.read_csv(out / "table2.csv").set_index("Model")
+    tex2 = (out / "table2.tex").read_text()
+    for method in ("metantk", "tenas", "linreg", "random"):
+        for shots in (1, 5):
+            for cells in (5, 8):
+                want = expected("mini", method, cells, shots)
+                assert t2.loc[ROW[method], f"{shots}-shot {cells} Cells"].replace("**", "") == want
+                line = next(r for r in tex2.splitlines() if r.startswith(ROW[method]))
+                assert want.replace(" ± ", " $\\pm$ ") in line
+    t1 = pd.read_csv(out / "table1.csv")
+    ours = t1[t1["source"] == "ours"]
+    assert len(ours) == 4                                          # MetaNAS(retrained) and ours at 5 and 8 cells
+    checked = 0
+    for _, row in ours.iterrows():
+        method = next(m for m, name in ROW.items() if name == row["Model"])
+        for ds, title in (("mini", "mini-ImageNet"), ("tiered", "tiered-ImageNet")):
+            for shots in (1, 5):
+                got = str(row[f"{title} 5-way {shots}-shot"]).replace("**", "")
+                assert got == expected(ds, method, int(row["#Cells"]), shots), (row["Model"], ds, shots)
+                checked += 1
+    assert checked == 16
+    assert expected(*single, 1) in (out / "table1.tex").read_text() and "±" not in expected(*single, 1)
+    assert "1--3 seeds per cell" in (out / "table1.tex").read_text()
+    assert "a cell from a single seed shows its mean alone" in (out / "table1.tex").read_text()

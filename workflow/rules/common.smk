@@ -30,7 +30,11 @@ CONFIGFILES = _configfiles()
 # The interpreter of the stage scripts: the venv Snakemake runs in, or the rule's conda environment (which has the
 # dependencies; the package itself is imported from src/).
 CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-PY = f"env PYTHONPATH={Path(workflow.basedir) / 'src'} python" if CONDA else sys.executable
+PY = (
+    f"env PYTHONPATH={Path(workflow.basedir) / 'src'} python"
+    if CONDA
+    else sys.executable
+)
 RES = f"results/{config['experiment']}"
 PREP = config["data"]["prepared_root"]
 RUNS = list(iter_runs(config))

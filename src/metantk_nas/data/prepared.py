@@ -129,9 +129,23 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"{path}: prepared dataset not found (run the prepare_data stage)")
     try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise DataError(f"{path}: corrupt manifest ({e})") from None
+        manifest = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: corrupt manifest ({e}); rerun the prepare_data stage") from None
+    splits = manifest.get("splits") if isinstance(manifest, dict) else None
+    norm = manifest.get("normalisation") if isinstance(manifest, dict) else None
+    if not (isinstance(splits, dict) and isinstance(norm, dict) and {"mean", "std"} <= set(norm)):
+        raise DataError(f"{path}: not a prepared-data manifest (needs 'splits' and 'normalisation'); "
+                        "rerun the prepare_data stage")
+    return manifest
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:   # missing, truncated (mmap length, short read), not an .npy
+        raise DataError(f"{path}: unreadable prepared data ({type(e).__name__}: {e}); "
+                        "rerun the prepare_data stage") from None
 
 
 def load_split(root: str | Path, split: str) -> PreparedSplit:
@@ -139,11 +153,8 @@ def load_split(root: str | Path, split: str) -> PreparedSplit:
     manifest = load_manifest(root)
     if split not in manifest["splits"]:
         raise DataError(f"{root}: no split {split!r} (have {list(manifest['splits'])})")
-    try:
-        images = np.load(root / f"{split}_images.npy", mmap_mode="r", allow_pickle=False)
-        labels = np.load(root / f"{split}_labels.npy", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{root}/{split}_*.npy: unreadable prepared data ({e})") from None
+    images = _load_npy(root / f"{split}_images.npy", mmap=True)
+    labels = _load_npy(root / f"{split}_labels.npy", mmap=False)
     if images.ndim != 4 or images.dtype != np.uint8 or labels.shape[0] != images.shape[0]:
         raise DataError(f"{root}/{split}_images.npy: wrong shape/dtype {images.shape} {images.dtype}")
     norm = manifest["normalisation"]

@@ -238,7 +238,8 @@ class PruningSearch:
         if self.cfg.method == "random":
             g = random_genotype(self.cfg.seed, self.cfg.cells)
             return g, SearchState(g.to_mask())
-        state = _load_state(state_path) or SearchState(initial_mask(self.cfg.ops))
+        fresh = SearchState(initial_mask(self.cfg.ops))
+        state = _load_state(state_path, fresh.mask.shape) or fresh
         if state.rounds or state.partial:
             state.resumes.append(self._describe(state))
             log.info("resuming %s from %s", state.resumes[-1], state_path)
@@ -303,13 +304,19 @@ class PruningSearch:
         return f"{len(p['records'])} node groups and {len(p['scores'])} candidates of the group stage"
 
 
-def _load_state(path: Path | None) -> SearchState | None:
+def _load_state(path: Path | None, shape: tuple[int, ...]) -> SearchState | None:
+    """The saved state, or None (a fresh start, logged as a warning naming the file) when there is none or it is
+    unreadable: not JSON, not a search state, or a mask of another supernet (search state of another config)."""
     if path is None or not path.exists():
         return None
     try:
-        return SearchState.from_json(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError):
-        log.warning("%s: unreadable search state; starting from scratch", path)
+        state = SearchState.from_json(json.loads(path.read_text()))
+        if state.mask.shape != shape:
+            raise ValueError(f"mask of shape {state.mask.shape}, this search's is {shape}")
+        return state
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("%s: unreadable search state (%s: %s); starting the search from scratch", path,
+                    type(e).__name__, str(e)[:120])
         return None
 
 

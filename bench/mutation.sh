@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Mutation score of the core modules: mutmut mutates one module at a time and runs the fast unit tests that cover it
+# (never the integration suite); a mutant is killed when one of them fails.  Prints killed / mutants per module.
+# A tool, not part of `make test` (it runs the unit tests once per mutant: tens of minutes per module on 2 cores).
+#
+#   bench/mutation.sh                          # every module of the table below
+#   bench/mutation.sh report/tables.py         # modules by path under src/metantk_nas/
+#   JOBS=4 bench/mutation.sh data/episodes.py  # mutmut's parallel workers (default: the CPU count)
+#
+# Each module runs in a scratch copy of the tracked tree (mutmut writes mutants/ and its state next to the code),
+# under $MUTATION_DIR (default /tmp/metantk-mutation); per module the mutant list and outcomes are left in
+# $MUTATION_DIR/<module>/results.txt.  Surviving mutants accepted as equivalent are listed in docs/testing.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PY:-$ROOT/.venv/bin/python}
+MUTMUT_VERSION=3.8.1
+WORK=${MUTATION_DIR:-/tmp/metantk-mutation}
+JOBS=${JOBS:-$(nproc)}
+
+# module (under src/metantk_nas/)  ->  the fast unit tests that exercise it
+declare -A TESTS=(
+  [search/pruning.py]="tests/test_pruning.py tests/test_search.py"
+  [search/scoring.py]="tests/test_search.py tests/test_kernels.py"
+  [search/budget.py]="tests/test_search.py tests/test_nas.py"
+  [kernels/metantk.py]="tests/test_kernels.py tests/test_fidelity.py"
+  [kernels/ntk.py]="tests/test_kernels.py tests/test_fidelity.py"
+  [kernels/linear_regions.py]="tests/test_kernels.py tests/test_fidelity.py"
+  [fsl/evaluate.py]="tests/test_fsl.py"
+  [fsl/train.py]="tests/test_fsl.py"
+  [report/tables.py]="tests/test_tables.py"
+  [report/audit.py]="tests/test_tables.py tests/test_config.py"
+  [data/episodes.py]="tests/test_data.py"
+  [data/safe_pickle.py]="tests/test_data.py"
+)
+ORDER=(search/pruning.py search/scoring.py search/budget.py kernels/metantk.py kernels/ntk.py
+       kernels/linear_regions.py fsl/evaluate.py fsl/train.py report/tables.py report/audit.py
+       data/episodes.py data/safe_pickle.py)
+modules=("$@")
+[ ${#modules[@]} -gt 0 ] || modules=("${ORDER[@]}")
+
+"$PY" -c "import mutmut" 2>/dev/null || "$PY" -m pip install --quiet --disable-pip-version-check "mutmut==$MUTMUT_VERSION"
+MUTMUT=$(dirname "$PY")/mutmut
+
+printf '%-28s %8s %8s %8s %8s %7s\n' module mutants killed survived other score
+for m in "${modules[@]}"; do
+  tests=${TESTS[$m]:-}
+  [ -n "$tests" ] || { echo "unknown module $m (known: ${ORDER[*]})" >&2; exit 2; }
+  dir="$WORK/${m//\//_}"
+  rm -rf "$dir" && mkdir -p "$dir"
+  git ls-files -z | xargs -0 cp --parents -t "$dir"
+  {
+    echo "[mutmut]"
+    echo "source_paths = src/metantk_nas"
+    echo "only_mutate = src/metantk_nas/$m"
+    echo "also_copy ="                                    # tests read configs and fidelity figures from the tree
+    for extra in config scripts workflow Snakefile slurm; do echo "    $extra"; done
+    echo "pytest_add_cli_args_test_selection ="
+    for t in $tests; do echo "    $t"; done
+    echo "pytest_add_cli_args ="
+    echo "    -p"
+    echo "    no:cacheprovider"
+    echo "    -m"
+    echo "    not integration"
+  } > "$dir/setup.cfg"
+  sed -i '/^addopts = /d' "$dir/pyproject.toml"          # no --durations table per mutant
+  (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH="$dir/mutants/src" \
+     "$MUTMUT" run --max-children "$JOBS" > run.log 2>&1 || true)
+  (cd "$dir" && "$MUTMUT" results --all true > results.txt 2>&1 || true)
+  "$PY" - "$m" "$dir/results.txt" <<'EOF'
+import collections, re, sys
+module, path = sys.argv[1], sys.argv[2]
+counts = collections.Counter(m.group(1) for line in open(path)
+                             if (m := re.search(r":\s*(killed|survived|no tests|timeout|suspicious|skipped|segfault|"
+                                                r"not checked|caught by type check)\s*$", line)))
+total = sum(counts.values())
+killed = counts["killed"] + counts["timeout"] + counts["segfault"] + counts["caught by type check"]
+other = total - killed - counts["survived"]
+score = f"{100 * killed / total:.0f}%" if total else "n/a"
+print(f"{module:<28} {total:>8} {killed:>8} {counts['survived']:>8} {other:>8} {score:>7}")
+EOF
+done
