@@ -6,6 +6,7 @@
 #   bench/mutation.sh                          # every module of the table below
 #   bench/mutation.sh report/tables.py         # modules by path under src/metantk_nas/
 #   JOBS=4 bench/mutation.sh data/episodes.py  # mutmut's parallel workers (default: the CPU count)
+#   REV=5a2460d bench/mutation.sh ...          # the code and tests of a commit (a before/after comparison)
 #
 # Each module runs in a scratch copy of the tracked tree (mutmut writes mutants/ and its state next to the code),
 # under $MUTATION_DIR (default /tmp/metantk-mutation); per module the mutant list and outcomes are left in
@@ -29,7 +30,7 @@ declare -A TESTS=(
   [fsl/evaluate.py]="tests/test_fsl.py"
   [fsl/train.py]="tests/test_fsl.py"
   [report/tables.py]="tests/test_tables.py"
-  [report/audit.py]="tests/test_tables.py tests/test_config.py"
+  [report/audit.py]="tests/test_audit.py"
   [data/episodes.py]="tests/test_data.py"
   [data/safe_pickle.py]="tests/test_data.py"
 )
@@ -42,13 +43,15 @@ modules=("$@")
 "$PY" -c "import mutmut" 2>/dev/null || "$PY" -m pip install --quiet --disable-pip-version-check "mutmut==$MUTMUT_VERSION"
 MUTMUT=$(dirname "$PY")/mutmut
 
+echo "mutation score of ${REV:-the working tree} (other: mutants no test reaches, and skipped ones)"
 printf '%-28s %8s %8s %8s %8s %7s\n' module mutants killed survived other score
 for m in "${modules[@]}"; do
   tests=${TESTS[$m]:-}
   [ -n "$tests" ] || { echo "unknown module $m (known: ${ORDER[*]})" >&2; exit 2; }
   dir="$WORK/${m//\//_}"
   rm -rf "$dir" && mkdir -p "$dir"
-  git ls-files -z | xargs -0 cp --parents -t "$dir"
+  if [ -n "${REV:-}" ]; then git archive "$REV" | tar -x -C "$dir"      # the tree of a commit (a "before" score)
+  else git ls-files -z | xargs -0 cp --parents -t "$dir"; fi            # the working tree's tracked files
   {
     echo "[mutmut]"
     echo "source_paths = src/metantk_nas"
@@ -64,8 +67,7 @@ for m in "${modules[@]}"; do
     echo "    not integration"
   } > "$dir/setup.cfg"
   sed -i '/^addopts = /d' "$dir/pyproject.toml"          # no --durations table per mutant
-  (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH="$dir/mutants/src" \
-     "$MUTMUT" run --max-children "$JOBS" > run.log 2>&1 || true)
+  (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$MUTMUT" run --max-children "$JOBS" > run.log 2>&1 || true)
   (cd "$dir" && "$MUTMUT" results --all true > results.txt 2>&1 || true)
   "$PY" - "$m" "$dir/results.txt" <<'EOF'
 import collections, re, sys

@@ -86,6 +86,10 @@ def cifar_dir(tmp_path):
 
 
 def run_script(*args, cwd=ROOT, check=True, env=None):
+    """A stage script in a subprocess, importing the package of this tree (ROOT/src; in a mutation run, the
+    mutated copy)."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     proc = subprocess.run([PY, *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

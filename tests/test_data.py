@@ -74,6 +74,44 @@ def test_malicious_pickle_in_a_dataset_fails_prepare_naming_the_file(mini_dir, t
     assert not marker.exists()
 
 
+# Python-2-era pickles written by hand (protocol 0): copy_reg/copyreg._reconstructor(cls, base, state) rebuilds
+# builtin containers only; the bytes are the pickle opcodes, so the expectation does not come from our code.
+RECONSTRUCT = "c{mod}\n_reconstructor\n(c__builtin__\n{cls}\nc__builtin__\n{base}\n{state}tR."
+
+
+@pytest.mark.parametrize("mod", ["copy_reg", "copyreg"])
+def test_copyreg_reconstructor_rebuilds_builtin_containers_only(tmp_path, mod):
+    path = tmp_path / "old.pickle"
+    path.write_bytes(RECONSTRUCT.format(mod=mod, cls="object", base="object", state="N").encode())
+    assert type(safe_load(path)) is object                                  # base.__new__(cls): state None
+    path.write_bytes(RECONSTRUCT.format(mod=mod, cls="list", base="list", state="(lp0\nI1\naI2\na").encode())
+    assert safe_load(path) == [1, 2]                                        # cls(state)
+    for cls, base in (("int", "object"), ("list", "int")):                  # not a builtin container / base
+        path.write_bytes(RECONSTRUCT.format(mod=mod, cls=cls, base=base, state="N").encode())
+        with pytest.raises(DataError, match=rf"^{path}: refused to unpickle copyreg\._reconstructor\("
+                                            rf"<class '{cls}'>\) \(only numpy arrays"):
+            safe_load(path)
+
+
+def test_python2_byte_strings_decode_as_latin1(tmp_path):
+    """RFS's pickles come from Python 2: a str there is bytes, read as latin-1 (an ASCII decode would fail)."""
+    path = tmp_path / "py2.pickle"
+    path.write_bytes(b"\x80\x02U\x04caf\xe9q\x00.")       # protocol 2, SHORT_BINSTRING 'caf\xe9'
+    assert safe_load(path) == "caf\u00e9"
+
+
+def test_safe_load_messages_name_the_file_and_the_fault(tmp_path):
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'none.pickle'}: file not found$"):
+        safe_load(tmp_path / "none.pickle")
+    (tmp_path / "empty.pickle").write_bytes(b"")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'empty.pickle'}: file is empty$"):
+        safe_load(tmp_path / "empty.pickle")
+    (tmp_path / "cut.pickle").write_bytes(pickle.dumps([1, 2, 3], protocol=2)[:-3])
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'cut.pickle'}: corrupt or truncated pickle \((EOFError|"
+                                        r"UnpicklingError): "):
+        safe_load(tmp_path / "cut.pickle")
+
+
 def test_missing_file(mini_dir):
     (mini_dir / MINI_FILES["test"]).unlink()
     with pytest.raises(DataError, match="miniImageNet_category_split_test.pickle: file not found"):
@@ -159,6 +197,31 @@ def test_episode_sampler_is_deterministic_and_uses_its_own_rng(tiny_prepared):
     assert len(set(e1.support) & set(e1.query)) == 0
     assert np.array_equal(labels[e1.support], np.repeat(labels[e1.support][::2], 2))  # class-major
     assert e1.support_labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_episodes_label_queries_by_their_class_and_use_only_classes_with_enough_images():
+    """Hand-built labels: classes 0-4 have exactly shots + queries = 5 images (eligible: >=), class 5 has 4
+    (never drawn), class 6 has 9.  Every episode: 5 classes, local label k is one real class for its supports and
+    its queries, `queries` queries per label, supports and queries disjoint; batch() is episode() per index."""
+    labels = np.array([0] * 5 + [1] * 5 + [2] * 5 + [3] * 5 + [4] * 5 + [5] * 4 + [6] * 9)
+    sampler = EpisodeSampler(labels, ways=5, shots=2, queries=3, seed=1)
+    assert sorted(sampler.classes.tolist()) == [0, 1, 2, 3, 4, 6]
+    drawn = set()
+    for i in range(40):
+        e = sampler.episode(i)
+        assert e.query_labels.tolist() == [k for k in range(5) for _ in range(3)]
+        assert e.support_labels.tolist() == [k for k in range(5) for _ in range(2)]
+        for k in range(5):
+            real = set(labels[e.support[e.support_labels == k]]) | set(labels[e.query[e.query_labels == k]])
+            assert len(real) == 1
+        assert len(set(labels[e.query])) == 5 and not set(e.support) & set(e.query)
+        drawn |= set(labels[e.query].tolist())
+    assert 5 not in drawn and drawn == {0, 1, 2, 3, 4, 6}
+    batch = sampler.batch(np.array([3, 7]))
+    assert [b.query.tolist() for b in batch] == [sampler.episode(3).query.tolist(), sampler.episode(7).query.tolist()]
+    EpisodeSampler(labels[labels < 5], ways=5, shots=2, queries=3, seed=0)       # exactly `ways` classes suffice
+    with pytest.raises(ValueError, match=r"^need 6 classes with >= 5 images each, have 5$"):
+        EpisodeSampler(labels[labels < 5], ways=6, shots=2, queries=3, seed=0)
 
 
 # -- transforms ------------------------------------------------------------------------------------------------------

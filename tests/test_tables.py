@@ -1,3 +1,4 @@
+import io
 import json
 import shutil
 import subprocess
@@ -136,7 +137,7 @@ ROW = {"metantk": "MetaNTK-NAS", "tenas": "TE-NAS", "linreg": "Linear Region", "
 
 
 def test_every_cell_of_both_tables_is_the_mean_and_population_std_of_the_per_seed_means(tmp_path):
-    """End to end through scripts/tables.py on the paper grid (mini: 5 methods, tiered: 2; 5 and 8 cells; 3 seeds),
+    """End to end as scripts/tables.py aggregates, on the paper grid (mini: 5 methods, tiered: 2; 5 and 8 cells; 3 seeds),
     from fewshot.json files in the evaluate stage's format (per-episode accuracies, mean = 100 x their mean).
     The per-seed means are skewed (seed 2 far above seeds 0 and 1: mean != median, population std != sample std).
     Every cell of Table 1 and Table 2, 1- and 5-shot, in the CSV and in the LaTeX, is numpy's mean ± std(ddof=0)
@@ -144,7 +145,6 @@ def test_every_cell_of_both_tables_is_the_mean_and_population_std_of_the_per_see
     import numpy as np
     import pandas as pd
 
-    from conftest import run_script
     from metantk_nas.config import iter_runs, load_config
 
     cfg = load_config([ROOT / "config/config.yaml"])
@@ -176,11 +176,12 @@ def test_every_cell_of_both_tables_is_the_mean_and_population_std_of_the_per_see
         v = per_seed[(ds, method, cells, shots)]
         return f"{np.mean(v):.2f}" if len(v) == 1 else f"{np.mean(v):.2f} ± {np.std(v):.2f}"
 
-    out = tmp_path / "tables"
-    run_script(ROOT / "scripts/tables.py", "--configfile", ROOT / "config/config.yaml", "--results",
-               tmp_path / "results", "--out", out)
-    t2 = pd.read_csv(out / "table2.csv").set_index("Model")
-    tex2 = (out / "table2.tex").read_text()
+    # what scripts/tables.py does, in-process (so that mutation runs see it), then its CSV and LaTeX renderings
+    col = collect(tmp_path / "results", runs, cfg["evaluate"]["shots"])
+    t1, t2 = table1(col, LIT, cfg["tables"]["datasets"], [5, 8]), table2(col, "mini", [5, 8])
+    tex1, tex2 = t1.latex(), t2.latex()
+    t1 = pd.read_csv(io.StringIO(t1.frame().to_csv(index=False)))
+    t2 = pd.read_csv(io.StringIO(t2.frame().to_csv(index=False))).set_index("Model")
     for method in ("metantk", "tenas", "linreg", "random"):
         for shots in (1, 5):
             for cells in (5, 8):
@@ -188,7 +189,6 @@ def test_every_cell_of_both_tables_is_the_mean_and_population_std_of_the_per_see
                 assert t2.loc[ROW[method], f"{shots}-shot {cells} Cells"].replace("**", "") == want
                 line = next(r for r in tex2.splitlines() if r.startswith(ROW[method]))
                 assert want.replace(" ± ", " $\\pm$ ") in line
-    t1 = pd.read_csv(out / "table1.csv")
     ours = t1[t1["source"] == "ours"]
     assert len(ours) == 4                                          # MetaNAS(retrained) and ours at 5 and 8 cells
     checked = 0
@@ -200,6 +200,26 @@ def test_every_cell_of_both_tables_is_the_mean_and_population_std_of_the_per_see
                 assert got == expected(ds, method, int(row["#Cells"]), shots), (row["Model"], ds, shots)
                 checked += 1
     assert checked == 16
-    assert expected(*single, 1) in (out / "table1.tex").read_text() and "±" not in expected(*single, 1)
-    assert "1--3 seeds per cell" in (out / "table1.tex").read_text()
-    assert "a cell from a single seed shows its mean alone" in (out / "table1.tex").read_text()
+    assert expected(*single, 1) in tex1 and "±" not in expected(*single, 1)
+    assert "1--3 seeds per cell" in tex1 and "a cell from a single seed shows its mean alone" in tex1
+
+
+# A small grid (two seeds for metantk and tenas at 5 cells, one elsewhere, linreg missing) and its tables, written
+# out in full and checked by hand against the fabricated numbers and the paper's layout: metantk 5 cells 1-shot
+# mean(60, 62) = 61.00 +- 1.00, 5-shot mean(75, 77.5) = 76.25 +- 1.25; tenas 58.00 +- 1.00, 70.50 +- 0.50; single
+# seeds print their mean alone; the best of ours per column in bold; quoted rows (config/literature.yaml) marked q.
+GOLDEN = ROOT / "tests/golden"      # table1.tex, table2.tex, table2.md, comparison.md
+GOLDEN_RUNS = {("mini", "metantk", 5, 0): (60.0, 75.0), ("mini", "metantk", 5, 1): (62.0, 77.5),
+               ("mini", "metanas", 5, 0): (58.25, 74.0), ("mini", "tenas", 5, 0): (57.0, 70.0),
+               ("mini", "tenas", 5, 1): (59.0, 71.0), ("mini", "metantk", 8, 0): (61.0, 76.0)}
+
+
+def test_tables_render_exactly_as_written_out(tmp_path):
+    fabricate(tmp_path, GOLDEN_RUNS, params=1.23e6, hours=0.75)
+    col = collect(tmp_path, [Run(*k) for k in GOLDEN_RUNS] + [Run("mini", "linreg", 5, 0)], (1, 5))
+    t2 = table2(col, "mini", [5, 8])
+    assert t2.latex().strip() == (GOLDEN / "table2.tex").read_text().strip()
+    assert t2.markdown().strip() == (GOLDEN / "table2.md").read_text().strip()
+    assert table1(col, LIT, ["mini"], [5, 8]).latex().strip() == (GOLDEN / "table1.tex").read_text().strip()
+    comp = comparison(col, LIT, ["mini"], [5, 8]).to_markdown(index=False)
+    assert comp.strip() == (GOLDEN / "comparison.md").read_text().strip()

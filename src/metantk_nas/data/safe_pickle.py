@@ -19,9 +19,10 @@ _ALLOWED: dict[str, set[str]] = {
     "numpy.core.numeric": {"_frombuffer"},
     "numpy._core.numeric": {"_frombuffer"},
     "_codecs": {"encode"},  # protocol-2 pickles written by Python 3 encode bytes this way
+    # object: the base copyreg._reconstructor names for a plain container (protocols 0 and 1)
     "builtins": {"list", "dict", "tuple", "set", "frozenset", "int", "float", "str", "bytes", "bytearray", "bool",
-                 "complex", "slice"},
-    "__builtin__": {"list", "dict", "tuple", "set", "frozenset", "int", "float", "str", "bytes", "bool"},
+                 "complex", "slice", "object"},
+    "__builtin__": {"list", "dict", "tuple", "set", "frozenset", "int", "float", "str", "bytes", "bool", "object"},
     "copy_reg": {"_reconstructor"},
     "copyreg": {"_reconstructor"},
     "collections": {"OrderedDict"},
