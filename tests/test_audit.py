@@ -86,3 +86,17 @@ def test_unknown_or_uncommitted_code_is_a_problem_unless_allowed(chain):
     assert rep.problems == [f"{chain['prepared']}: produced by uncommitted code (commit {COMMIT[:10]} + local changes)"]
     assert f"  {chain['prepared']} [prepare_data @ {COMMIT[:10]}+dirty, config c0ffee1234]" in rep.lines
     assert audit(chain["table"], allow_dirty=True).ok
+
+
+def test_a_record_without_code_or_config_fields_is_an_unknown_version(chain):
+    """A record written by something else (or an old version) may lack "code" and "config_hash": the audit says
+    the code version is unknown and prints "?" for what is missing, instead of failing."""
+    rec = json.loads((chain["prepared"].parent / "train_images.npy.prov.json").read_text())
+    del rec["code"], rec["config_hash"]
+    (chain["prepared"].parent / "train_images.npy.prov.json").write_text(json.dumps(rec))
+    rep = audit(chain["table"])
+    assert rep.problems == [f"{chain['prepared']}: produced by an unknown code version"]
+    assert f"  {chain['prepared']} [prepare_data @ ?, config ?]" in rep.lines
+    rec["code"] = {"dirty": False}                        # a code section without a commit
+    (chain["prepared"].parent / "train_images.npy.prov.json").write_text(json.dumps(rec))
+    assert audit(chain["table"]).problems == [f"{chain['prepared']}: produced by an unknown code version"]

@@ -351,10 +351,19 @@ def test_evaluate_end_to_end_against_scikit_learn_on_its_own_episodes(tiny_prepa
     cfg = ecfg(episodes=30, queries=4)
     out = evaluate(PooledPixels(), test, cfg, CPU, progress=False)
     assert set(out) == {"1shot", "5shot"} and len(seen) == 2
+    # the query features: one row per test image, in order, L2-normalised (computed here without the extractor)
+    expected_q = PooledPixels().features(TestTransform(16, test.mean, test.std)(test.images))
+    expected_q = expected_q / expected_q.norm(dim=1, keepdim=True)
     for shots, (sup_f, sup_y, all_q, q_idx, q_y, *_) in zip(cfg.shots, seen):
+        assert torch.allclose(all_q, expected_q, atol=1e-6)
         r = out[f"{shots}shot"]
         per = np.array(r["per_episode"])
+        assert set(r) == {"mean", "std", "ci95", "episodes", "shots", "ways", "queries", "solver", "per_episode"}
+        assert (r["shots"], r["ways"], r["queries"], r["solver"]) == (shots, 5, 4, "batched")
         assert len(per) == r["episodes"] == 30 and r["mean"] == pytest.approx(100 * per.mean(), abs=1e-3)
+        assert r["std"] == pytest.approx(100 * per.std(), abs=1e-3)                     # population std
+        t975_29 = 2.045229642132703                                                      # t quantile, 29 d.o.f.
+        assert r["ci95"] == pytest.approx(100 * t975_29 * per.std(ddof=1) / np.sqrt(30), abs=1e-3)
         assert r["mean"] > 2 * 100 / cfg.ways, r["mean"]                       # chance: 20
         assert sup_y.shape == (30, cfg.ways * shots * cfg.support_augmentations)
         true = np.asarray(test.labels)[q_idx]

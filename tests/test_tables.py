@@ -223,3 +223,37 @@ def test_tables_render_exactly_as_written_out(tmp_path):
     assert table1(col, LIT, ["mini"], [5, 8]).latex().strip() == (GOLDEN / "table1.tex").read_text().strip()
     comp = comparison(col, LIT, ["mini"], [5, 8]).to_markdown(index=False)
     assert comp.strip() == (GOLDEN / "comparison.md").read_text().strip()
+
+
+def test_table1_with_an_unquoted_dataset_renders_exactly_as_written_out(tmp_path):
+    """mini and synthetic side by side: quoted rows and MetaNAS's quoted cost only under mini, "n/a" and "--" under
+    synthetic, the note naming it; two devices and two NTK backends listed in the cost note; the comparison says
+    "no paper value for synthetic data"."""
+    runs = {("mini", "metantk", 5, 0): (60.0, 75.0), ("mini", "metanas", 5, 0): (58.25, 74.0),
+            ("synthetic", "metantk", 5, 0): (80.0, 90.0), ("synthetic", "metantk", 5, 1): (81.0, 91.5),
+            ("synthetic", "metanas", 5, 0): (82.5, 92.0)}
+    fabricate(tmp_path, runs, params=2.5e5, hours=0.001)
+    cost = tmp_path / Run("synthetic", "metantk", 5, 1).path / "cost.json"
+    cost.write_text(json.dumps(json.loads(cost.read_text()) | {"device": "CPU (x86_64)", "ntk_backend": "opacus"}))
+    col = collect(tmp_path, [Run(*k) for k in runs], (1, 5))
+    tex = table1(col, LIT, ["mini", "synthetic"], [5]).latex()
+    assert tex.strip() == (GOLDEN / "table1_mini_and_synthetic.tex").read_text().strip()
+    comp = comparison(col, LIT, ["mini", "synthetic"], [5]).to_markdown(index=False)
+    assert comp.strip() == (GOLDEN / "comparison_mini_and_synthetic.md").read_text().strip()
+
+
+def test_collect_records_its_inputs_params_in_millions_and_search_costs_but_not_metanas(tmp_path):
+    from metantk_nas.report.tables import _fmt_hours, seeds_note
+
+    runs = {("mini", "metantk", 5, 0): (60.0, 75.0), ("mini", "metanas", 5, 0): (58.0, 74.0)}
+    fabricate(tmp_path, runs, params=1_234_567, hours=0.1)
+    old = tmp_path / Run("mini", "metantk", 5, 0).path / "cost.json"        # a cost.json from before ntk_backend
+    old.write_text(json.dumps({"device_hours": 0.1, "device": "Tesla V100"}))
+    col = collect(tmp_path, [Run(*k) for k in runs], (1, 5))
+    files = {p.relative_to(tmp_path).as_posix() for p in col.inputs}
+    assert files == {f"{Run(*k).path}/{f}" for k in runs for f in ("fewshot.json", "metrics.json")} | {
+        f"{Run('mini', 'metantk', 5, 0).path}/cost.json"}                  # MetaNAS's search is not ours: no cost
+    assert col.params[("mini", "metantk", 5)] == [1.234567] and col.cost_h == {("mini", "metantk", 5): [0.1]}
+    assert col.backends == {"unrecorded"} and col.devices == {"Tesla V100"}
+    assert seeds_note(col).startswith("Ours: mean ± population std (ddof=0) over 1 seed of each run's")
+    assert (_fmt_hours(0.1), _fmt_hours(0.0999), _fmt_hours(1.5)) == ("0.10 hr", "0.0999 hr", "1.50 hr")

@@ -242,8 +242,9 @@ def table1(col: Collected, lit: dict[str, Any], datasets: list[str], cells: list
     devices = ", ".join(sorted(col.devices)) or "n/a"
     backends = ", ".join(sorted(col.backends)) or "n/a"
     keys = [(d, m, c, s) for d in datasets for m in ("metanas", "metantk") for c in cells for s in (1, 5)]
+    plural = "s" if len(col.backends) > 1 else ""
     notes = [f"Search cost: mean over seeds of the search's device-hours, measured on {devices} with the {backends} "
-             "NTK backend; the paper's hours are the original's Opacus search on a V100. (q) and rows marked q: "
+             f"NTK backend{plural}; the paper's hours are the original's Opacus search on a V100. (q) and rows marked q: "
              "quoted from the paper's Table 1 (config/literature.yaml), not produced by this pipeline.",
              seeds_note(col, keys)]
     unquoted = [DATASET_TITLES.get(d, d) for d in datasets if d not in QUOTED_DATASETS]
