@@ -48,10 +48,10 @@ def importance(search: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _op_params(channels: int, depth: int) -> np.ndarray:
+    """params[c, e, o]: the op's parameters summed over the cells of type c."""
     from ..nas.networks import count_parameters, evalnet_layout   # torch only when a budget is solved
     from ..nas.ops import make_op
 
-    """params[c, e, o]: the op's parameters summed over the cells of type c."""
     params = np.zeros((2, 9, len(OP_NAMES)))
     for mult, red in evalnet_layout(depth):
         c = channels * mult
