@@ -19,7 +19,6 @@ from pathlib import Path
 from metantk_nas import cli
 from metantk_nas.config import search_config, stage_config_subset
 from metantk_nas.data.prepared import load_split
-from metantk_nas.preemption import EXIT_REQUEUE, Preempted
 from metantk_nas.provenance import Provenance, device_name, write_json_atomic
 from metantk_nas.search.pruning import PruningSearch
 from metantk_nas.search.scoring import Scorer
@@ -64,8 +63,4 @@ if __name__ == "__main__":
     cli.add_run_args(p)
     p.add_argument("--prepared", required=True, help="prepared dataset directory (its train split is used)")
     p.add_argument("--out", required=True, help="output directory")
-    try:
-        sys.exit(cli.run(main, p))
-    except Preempted as e:
-        print(f"preempted: {e}", file=sys.stderr)
-        sys.exit(EXIT_REQUEUE)
+    sys.exit(cli.run(main, p))

@@ -16,7 +16,7 @@ from pathlib import Path
 from metantk_nas import cli
 from metantk_nas.config import stage_config_subset, train_config
 from metantk_nas.data.prepared import load_split
-from metantk_nas.fsl.train import EXIT_REQUEUE, Preempted, train_model, write_outputs
+from metantk_nas.fsl.train import train_model, write_outputs
 from metantk_nas.nas.genotype import load_genotype
 from metantk_nas.provenance import Provenance, device_name, write_json_atomic
 
@@ -45,8 +45,4 @@ if __name__ == "__main__":
     p.add_argument("--genotype", required=True, help="genotype.json")
     p.add_argument("--prepared", required=True, help="prepared dataset directory")
     p.add_argument("--out", required=True, help="output directory")
-    try:
-        sys.exit(cli.run(main, p))
-    except Preempted as e:
-        print(f"preempted: {e}", file=sys.stderr)
-        sys.exit(EXIT_REQUEUE)
+    sys.exit(cli.run(main, p))

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from .config import load_config
 from .errors import PipelineError
+from .preemption import EXIT_REQUEUE, Preempted
 
 EXIT_BAD_INPUT = 2
 
@@ -37,7 +38,8 @@ def set_threads(threads: int | None) -> None:
 
 def run(main: Callable[[argparse.Namespace, dict[str, Any]], None], p: argparse.ArgumentParser,
         argv: list[str] | None = None) -> int:
-    """Parse args, load + validate config, run ``main``; bad input becomes one line on stderr and exit code 2."""
+    """Parse args, load + validate config, run ``main``; bad input becomes one line on stderr and exit code 2, a
+    preempted stage (checkpointed after SIGTERM/SIGUSR1) one line and :data:`EXIT_REQUEUE` (75)."""
     args = p.parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
     try:
@@ -46,6 +48,9 @@ def run(main: Callable[[argparse.Namespace, dict[str, Any]], None], p: argparse.
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return EXIT_REQUEUE
     except OSError as e:
         if e.errno == 28:  # ENOSPC
             print(f"error: disk full while writing {e.filename or 'output'}; finished artifacts are untouched",

@@ -8,7 +8,7 @@ so a run resumed from any checkpoint ends with the same weights as an uninterrup
 Checkpoints (``ckpt_last.pt`` and the previous one, ``ckpt_prev.pt``) are written atomically after every epoch,
 and within the epoch when SIGTERM/SIGUSR1 arrive (SLURM preemption / time limit): the current step finishes, the
 checkpoint holds the model, the optimiser's momentum buffers, the grad scaler, the epoch, the step within it and
-the epoch's running loss/accuracy sums, and the process exits with :data:`EXIT_REQUEUE`; the resumed run goes on
+the epoch's running loss/accuracy sums, and the stage exits with ``preemption.EXIT_REQUEUE``; the resumed run goes on
 from that step to the same weights, bit for bit on CPU.  A corrupt checkpoint is reported and the previous one
 (or a fresh start) is used, never a partial state.
 """
@@ -33,7 +33,7 @@ from ..data.prepared import PreparedSplit
 from ..data.transforms import TrainAugment
 from ..nas.genotype import Genotype
 from ..nas.networks import EvalNet, count_parameters, init_weights_
-from ..preemption import EXIT_REQUEUE, Preempted, SignalFlag  # noqa: F401  (EXIT_REQUEUE: for the script)
+from ..preemption import Preempted, SignalFlag
 from ..provenance import write_bytes_atomic, write_text_atomic
 from ..seeding import derive_seed, torch_gen
 
