@@ -230,27 +230,33 @@ def shared_modules(module: nn.Module) -> dict[str, list[str]]:
     return out
 
 
+def check_per_sample(module: nn.Module, backend: str) -> None:
+    """Refuse a network the per-sample gradients of ``backend`` would get wrong: a module registered under two
+    names (Opacus hooks it once per name and returns a multiple of its gradient, and a parameter name would not
+    say which path it stands for), and, for every backend but ``coupled``, batch statistics (train-mode BN)."""
+    shared = shared_modules(module)
+    if shared:
+        first, others = next(iter(shared.items()))
+        raise ValueError(f"per-sample gradients: module {first!r} is also registered as {others[0]!r}; register "
+                         "each module once (Opacus would hook it twice and double its gradient)")
+    if backend != "coupled" and has_batch_statistics(module):
+        raise ValueError(f"the {backend!r} NTK backend needs independent samples, but the network normalises with "
+                         "batch statistics (train-mode BatchNorm); use search.norm: batchnorm, which selects the "
+                         "coupled backend, or a GroupNorm")
+
+
 def per_sample_grads(module: nn.Module, x: torch.Tensor, names: list[str], backend: str = "fast",
                      chunk: int = 0, checked: dict[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
     """Per-sample gradients (N, *shape) of sum_c f_c(x_n) for each parameter in ``names``. ``backend``: fast |
     opacus (per-sample, independent samples) | coupled (batch statistics allowed); ``chunk``: samples per
     vectorised gradient pass for fast and coupled (0: all at once).
 
-    A module registered under two names is refused: Opacus hooks it once per name and returns a multiple of its
-    gradient, and a parameter name would not say which path it stands for.  ``checked``: the caller has already
-    verified that (and that no module normalises with batch statistics) for this structure, whose
-    ``dict(named_modules())`` it passes (the search: the same network thousands of times)."""
-    shared = {} if checked is not None else shared_modules(module)
-    if shared:
-        first, others = next(iter(shared.items()))
-        raise ValueError(f"per-sample gradients: module {first!r} is also registered as {others[0]!r}; register "
-                         "each module once (Opacus would hook it twice and double its gradient)")
+    The network must pass :func:`check_per_sample` for ``backend``.  ``checked``: the caller has already checked
+    this structure, whose ``dict(named_modules())`` it passes (the search: the same network thousands of times)."""
+    if checked is None:
+        check_per_sample(module, backend)
     if backend == "coupled":
         return grads_coupled(module, x, names, chunk)
-    if checked is None and has_batch_statistics(module):
-        raise ValueError(f"the {backend!r} NTK backend needs independent samples, but the network normalises with "
-                         "batch statistics (train-mode BatchNorm); use search.norm: batchnorm, which selects the "
-                         "coupled backend, or a GroupNorm")
     if backend == "fast":
         return grads_fast(module, x, names, chunk, checked)
     if backend == "opacus":

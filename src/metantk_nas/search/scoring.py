@@ -21,8 +21,7 @@ from ..data.readers import CIFAR10_MEAN, CIFAR10_STD
 from ..data import transforms as T
 from ..kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from ..kernels.metantk import condition_number, metantk
-from ..kernels.ntk import (ParamFilter, gram_from_grads, has_batch_statistics, kernel_parameter_names,
-                           per_sample_grads, shared_modules)
+from ..kernels.ntk import ParamFilter, check_per_sample, gram_from_grads, kernel_parameter_names, per_sample_grads
 from ..seeding import torch_gen
 from ..nas.networks import LogitsNet, SuperNet, init_weights_, thin_supernet
 
@@ -122,11 +121,7 @@ class Scorer:
             batchnorm = self.cfg.norm == "batchnorm"   # TE-NAS: every parameter named "weight", BN gamma too
             pfilter = ParamFilter(norm=True) if batchnorm else ParamFilter()
             names = kernel_parameter_names(net, lambda n: net.mask_index(n) is not None or net.live_parameter(n), pfilter)
-            shared = shared_modules(net)
-            if shared:
-                raise ValueError(f"kernel network: module {next(iter(shared))!r} is registered twice")
-            if not batchnorm and has_batch_statistics(net):
-                raise ValueError(f"the {self.cfg.ntk_backend!r} NTK backend needs independent samples (search.norm)")
+            check_per_sample(net, "coupled" if batchnorm else self.cfg.ntk_backend)
             self._structures[key] = ([(n, net.mask_index(n)) for n in names], dict(net.named_modules()))
         return self._structures[key]
 
