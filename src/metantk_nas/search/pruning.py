@@ -102,7 +102,8 @@ def is_single_path(mask: np.ndarray) -> bool:
 class PruningSearch:
     def __init__(self, cfg: SearchConfig, scorer: Scorer | None, progress: bool = True):
         self.cfg, self.scorer, self.progress = cfg, scorer, progress
-        self._checkpoint: Callable[[], None] | None = None   # set by run(): writes the resumable state
+        self._state: SearchState | None = None   # bound by run(): the state to checkpoint ...
+        self._path: Path | None = None           # ... and where (None: no checkpoints, e.g. a round run alone)
         self._signals: SignalFlag | None = None
         self._last_save = self._clock = 0.0
         self._group_mask = np.zeros(0, dtype=bool)
@@ -142,12 +143,12 @@ class PruningSearch:
 
     def _tick(self, more: bool) -> None:
         """After a candidate: checkpoint if it is time (or a signal came), and stop after a signal."""
-        if self._checkpoint is None:
+        if self._path is None or self._state is None:
             return
         now = time.perf_counter()
         hit = self._signals is not None and self._signals.hit is not None
         if hit or (more and now - self._last_save >= self.cfg.checkpoint_seconds):
-            self._checkpoint()   # (the last candidate of a stage: its record is written right after)
+            self._save(self._state, partial=True)   # (the last candidate of a stage: its record is written next)
             self._last_save = now
         if hit:
             raise Preempted(f"signal {self._signals.hit}: search checkpointed after {self._where()}; rerun to resume")
@@ -275,13 +276,12 @@ class PruningSearch:
                 state.partial = None
                 log.info("edge groups: kept %d edges per node; %.1fs", GROUP_KEEP, state.seconds[-1])
                 self._save(state)
-        self._checkpoint = None
+        self._path = None
         return from_mask(state.mask), state
 
     def _bind(self, state: SearchState, path: Path | None, sig: SignalFlag) -> None:
         self._signals = sig
         self._last_save = time.perf_counter()
-        self._checkpoint = None if path is None else (lambda: self._save(state, partial=True))
         self._state, self._path = state, path
 
     def _save(self, state: SearchState, partial: bool = False) -> None:
@@ -292,6 +292,7 @@ class PruningSearch:
         _save_state(self._path, state)
 
     def _where(self) -> str:
+        assert self._state is not None
         return self._describe(self._state)
 
     @staticmethod
