@@ -68,7 +68,7 @@ def stage_resources(stage):
     }
     if r["gpu"]:
         res["gres"] = "gpu:1"
-    warn = config["resources"].get("signal_before_limit", 0)
+    warn = config["resources"]["signal_before_limit"]
     if warn and stage in CHECKPOINTING_STAGES:
         # SLURM signals every process of the job step: the inner Snakemake (under srun) and the script.  SIGTERM,
         # not SIGUSR1: Snakemake handles SIGTERM by waiting for its running job, SIGUSR1 would kill it (and with
