@@ -19,26 +19,24 @@ MUTMUT_VERSION=3.8.1
 WORK=${MUTATION_DIR:-/tmp/metantk-mutation}
 JOBS=${JOBS:-$(nproc)}
 
-# module (under src/metantk_nas/)  ->  the fast unit tests that exercise it
-declare -A TESTS=(
-  [search/pruning.py]="tests/test_pruning.py tests/test_search.py"
-  [search/scoring.py]="tests/test_search.py tests/test_kernels.py"
-  [search/budget.py]="tests/test_search.py tests/test_nas.py"
-  [kernels/metantk.py]="tests/test_kernels.py tests/test_fidelity.py"
-  [kernels/ntk.py]="tests/test_kernels.py tests/test_fidelity.py"
-  [kernels/linear_regions.py]="tests/test_kernels.py tests/test_fidelity.py"
-  [fsl/evaluate.py]="tests/test_fsl.py"
-  [fsl/train.py]="tests/test_fsl.py"
-  [report/tables.py]="tests/test_tables.py"
-  [report/audit.py]="tests/test_audit.py"
-  [data/episodes.py]="tests/test_data.py"
-  [data/safe_pickle.py]="tests/test_data.py"
+# module (under src/metantk_nas/): the fast unit tests that exercise it; in this order when no module is named
+CORE=(
+  "search/pruning.py: tests/test_pruning.py tests/test_search.py"
+  "search/scoring.py: tests/test_search.py tests/test_kernels.py"
+  "search/budget.py: tests/test_search.py tests/test_nas.py"
+  "kernels/metantk.py: tests/test_kernels.py tests/test_fidelity.py"
+  "kernels/ntk.py: tests/test_kernels.py tests/test_fidelity.py"
+  "kernels/linear_regions.py: tests/test_kernels.py tests/test_fidelity.py"
+  "fsl/evaluate.py: tests/test_fsl.py"
+  "fsl/train.py: tests/test_fsl.py"
+  "report/tables.py: tests/test_tables.py"
+  "report/audit.py: tests/test_audit.py"
+  "data/episodes.py: tests/test_data.py"
+  "data/safe_pickle.py: tests/test_data.py"
 )
-ORDER=(search/pruning.py search/scoring.py search/budget.py kernels/metantk.py kernels/ntk.py
-       kernels/linear_regions.py fsl/evaluate.py fsl/train.py report/tables.py report/audit.py
-       data/episodes.py data/safe_pickle.py)
+tests_of() { local e; for e in "${CORE[@]}"; do [ "${e%%:*}" = "$1" ] && { echo "${e#*: }"; return 0; }; done; return 0; }
 modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=("${ORDER[@]}")
+[ ${#modules[@]} -gt 0 ] || modules=("${CORE[@]%%:*}")
 
 "$PY" -c "import mutmut" 2>/dev/null || "$PY" -m pip install --quiet --disable-pip-version-check "mutmut==$MUTMUT_VERSION"
 MUTMUT=$(dirname "$PY")/mutmut
@@ -46,8 +44,8 @@ MUTMUT=$(dirname "$PY")/mutmut
 echo "mutation score of ${REV:-the working tree} (other: mutants no test reaches, and skipped ones)"
 printf '%-28s %8s %8s %8s %8s %7s\n' module mutants killed survived other score
 for m in "${modules[@]}"; do
-  tests=${TESTS[$m]:-}
-  [ -n "$tests" ] || { echo "unknown module $m (known: ${ORDER[*]})" >&2; exit 2; }
+  tests=$(tests_of "$m")
+  [ -n "$tests" ] || { echo "unknown module $m (known: ${CORE[*]%%:*})" >&2; exit 2; }
   dir="$WORK/${m//\//_}"
   rm -rf "$dir" && mkdir -p "$dir"
   if [ -n "${REV:-}" ]; then git archive "$REV" | tar -x -C "$dir"      # the tree of a commit (a "before" score)
