@@ -24,9 +24,11 @@ def _copy(dest: Path) -> Path:
     return dest
 
 
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}   # the venv's tools first (the job step's python)
+
+
 def _snakemake(wd, *args, timeout=900):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    return subprocess.run([str(BIN / "snakemake"), *args], cwd=wd, capture_output=True, text=True, env=env,
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=wd, capture_output=True, text=True, env=ENV,
                           timeout=timeout)
 
 
@@ -102,9 +104,8 @@ def slurm_dag(slurm, tmp_path_factory):
     interrupted) through `snakemake --profile tests/slurm/profile --retries 2`, during which the metantk search is
     signalled mid-round and the metanas training job mid-epoch; and the same DAG run locally, uninterrupted."""
     wd = _copy(tmp_path_factory.mktemp("slurm"))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", "tests/slurm/profile", "--retries", "2", *CONFIGS],
-                            cwd=wd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=wd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         jobs = _signal_jobs_when({k: wd / f for k, (_, f) in SIGNALLED.items()}, proc)
         out, _ = proc.communicate(timeout=900)
