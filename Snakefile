@@ -20,3 +20,4 @@ rule all:
     input:
         f"{RES}/tables/table1.tex",
         f"{RES}/tables/table2.tex",
+        [f"{RES}/{c.stem}.png" for c in COMPARISONS],

@@ -52,7 +52,7 @@ def main(args, cfg):
         prov.add_inputs([cfg["tables"]["genotypes"]])
     write_json_atomic(out / "genotype.json", {"genotype": genotype.to_dict(), "source": source, **extra})
     write_text_atomic(out / "genotype.txt", genotype.to_darts() + "\n")
-    diagrams = [f for cell in ("normal", "reduce") for f in draw_cell(genotype, cell, out / f"cell_{cell}")]
+    diagrams = [f for cell in ("normal", "reduce") for f in draw_cell(genotype, cell, out / f"cell_{cell}", args.title)]
     prov.write([out / "genotype.json", out / "genotype.txt", *diagrams])
 
 
@@ -65,5 +65,6 @@ if __name__ == "__main__":
                    help="choose edges/ops by an integer program under this #params limit (default: "
                         "export.param_budget_millions; none = the rank-based genotype)")
     p.add_argument("--prepared", help="prepared dataset (needed with a budget: number of training classes)")
+    p.add_argument("--title", default="", help="the run, for the diagrams' titles (e.g. 'mini, metantk, 5 cells, seed 0')")
     p.add_argument("--out", required=True, help="output directory")
     sys.exit(cli.run(main, p))

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from metantk_nas import cli
-from metantk_nas.config import iter_runs, present_params
+from metantk_nas.config import comparisons, iter_runs, present_params
 from metantk_nas.provenance import write_text_atomic
 
 PY = "python"
@@ -35,6 +35,7 @@ def build(cfg, configfiles):
                   "dir": f"{res}/{r.path}"} for r in runs}
     searched = {k: v for k, v in by.items() if v["method"] != "metanas"}
     published = {k: v for k, v in by.items() if v["method"] == "metanas"}
+    title = "--title '${item.dataset}, ${item.method}, ${item.cells} cells, seed ${item.seed}'"
     run_args = "--dataset ${item.dataset} --method ${item.method} --cells ${item.cells} --seed ${item.seed} --no-progress"
     parsed = {f: yaml.safe_load(Path(f).read_text()) or {} for f in configfiles}
     prepared = [f"{prep}/${{item}}/{s}_{k}.npy" for s in ("train", "val", "test") for k in ("images", "labels")]
@@ -52,7 +53,7 @@ def build(cfg, configfiles):
             "outs": ["${item.dir}/search.json", "${item.dir}/cost.json"]}},
         "export_genotype": {"foreach": searched, "do": {
             "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --search ${{item.dir}}/search.json "
-                   f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
+                   f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}} {title}",
             "deps": ["scripts/export_genotype.py", "${item.dir}/search.json", f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "export_genotype"),
             "outs": ["${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png"]}},
@@ -78,9 +79,18 @@ def build(cfg, configfiles):
             "params": stage_params(parsed, "tables"),
             "outs": [f"{res}/tables"]},
     }
+    for c in comparisons(cfg):   # unrolled: a foreach item cannot give a stage a list of deps of its own length
+        genotypes = {m: f"{res}/{c.dataset}/{m}/cells{c.cells}/seed{c.seed}/genotype.json" for m in c.methods}
+        stem = f"{res}/{c.stem}"
+        stages[f"compare_cells-{c.dataset}-{c.cells}-{c.seed}"] = {
+            "cmd": f"{PY} scripts/compare_cells.py --configfile {cf} --genotypes "
+                   + " ".join(f"{m}={p}" for m, p in genotypes.items())
+                   + f" --title '{c.dataset}, {c.cells} cells, seed {c.seed}: every method' --out {stem}",
+            "deps": ["scripts/compare_cells.py", "src/metantk_nas/nas/diagram.py", *genotypes.values()],
+            "outs": [f"{stem}.png", f"{stem}.pdf"]}
     if published:
         stages["published_genotype"] = {"foreach": published, "do": {
-            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --published metanas_in_v2 --out ${{item.dir}}",
+            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --published metanas_in_v2 --out ${{item.dir}} {title}",
             "deps": ["scripts/export_genotype.py", cfg["tables"]["genotypes"]],
             "outs": ["${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png"]}}
     return {"stages": stages}

@@ -33,7 +33,8 @@ def main(args, cfg):
                      prepared / "train_labels.npy"])
     model, state = train_model(load_genotype(args.genotype), tc, data, out / "checkpoints", device,
                                progress=not args.no_progress)
-    metrics = write_outputs(model, state, out, device) | {"device": device_name(), "n_classes": data.n_classes,
+    title = f"{args.dataset}, {args.method}, {args.cells} cells, seed {args.seed}: RFS pre-training"
+    metrics = write_outputs(model, state, out, device, title) | {"device": device_name(), "n_classes": data.n_classes,
                                                           "cells": tc.cells, "channels": tc.channels}
     write_json_atomic(out / "metrics.json", metrics)
     prov.write([out / "model.pt", out / "train_log.csv", out / "train_curve.png", out / "metrics.json"])

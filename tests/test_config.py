@@ -82,6 +82,7 @@ SCRIPT_ARGS = {   # the required arguments of every script that reads the config
     "tables": ["--results", "r", "--out", "o"],
     "export_genotype": ["--search", "s.json", "--out", "o"],
     "make_dvc": ["--out", "dvc.yaml"],
+    "compare_cells": ["--genotypes", "metantk=g.json", "--out", "o/cells"],
 }
 
 

@@ -124,7 +124,8 @@ def test_tiny_dag_runs_through_sbatch_on_the_right_partitions(slurm_dag):
     by_stage: dict[str, set[tuple[str, str]]] = {}
     for r in records:
         by_stage.setdefault(r["stage"], set()).add((r["slurm"]["job_id"], r["slurm"]["partition"]))
-    assert set(by_stage) == {"prepare_data", "search", "export_genotype", "train", "evaluate", "tables"}
+    assert set(by_stage) == {"prepare_data", "search", "export_genotype", "train", "evaluate", "tables",
+                             "compare_cells"}
     comp = _jobcomp()
     for stage, jobs in by_stage.items():
         for job_id, partition in jobs:

@@ -281,6 +281,36 @@ def iter_runs(cfg: Mapping[str, Any]) -> Iterator[Run]:
                         yield run
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One side-by-side figure of the cells of every method of a (dataset, cells) at its first seed in the grid."""
+    dataset: str
+    cells: int
+    seed: int
+    methods: tuple[str, ...]
+
+    @property
+    def stem(self) -> str:
+        return f"figures/cells-{self.dataset}-{self.cells}-{self.seed}"
+
+
+def comparison(cfg: Mapping[str, Any], dataset: str, cells: int, seed: int) -> Comparison:
+    """The methods of the grid that have a run at (dataset, cells, seed), in grid order."""
+    key = (dataset, cells, seed)
+    methods = tuple(dict.fromkeys(r.method for r in iter_runs(cfg) if (r.dataset, r.cells, r.seed) == key))
+    if not methods:
+        raise ConfigError(f"grid: no run has dataset {dataset!r}, {cells} cells, seed {seed}")
+    return Comparison(dataset, cells, seed, methods)
+
+
+def comparisons(cfg: Mapping[str, Any]) -> list[Comparison]:
+    """The figures `all` builds: one per (dataset, cells) of the grid, at its first seed."""
+    first: dict[tuple[str, int], int] = {}
+    for r in iter_runs(cfg):
+        first.setdefault((r.dataset, r.cells), r.seed)
+    return [comparison(cfg, d, c, s) for (d, c), s in first.items()]
+
+
 # The config keys (dotted paths) each stage reads: Snakemake's params hashes, the provenance records and the
 # `params` of dvc.yaml are all derived from this one table.
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {

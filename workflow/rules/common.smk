@@ -2,7 +2,13 @@
 import sys
 from pathlib import Path
 
-from metantk_nas.config import iter_runs, stage_config_subset, validate_config
+from metantk_nas.config import (
+    comparison,
+    comparisons,
+    iter_runs,
+    stage_config_subset,
+    validate_config,
+)
 from metantk_nas.errors import ConfigError
 from metantk_nas.provenance import sha256_json
 from snakemake.settings.types import DeploymentMethod
@@ -38,6 +44,7 @@ PY = (
 RES = f"results/{config['experiment']}"
 PREP = config["data"]["prepared_root"]
 RUNS = list(iter_runs(config))
+COMPARISONS = comparisons(config)
 RUN_DIR = f"{RES}/{{dataset}}/{{method}}/cells{{cells}}/seed{{seed}}"
 SEARCHED = "metantk|tenas|linreg|random"
 CPU_ENV = "../envs/pipeline.yaml"

@@ -37,3 +37,48 @@ rule tables:
         cfg=params_hash("tables"),
     shell:
         "{params.py} scripts/tables.py --configfile {params.configfiles} --results {params.results} --out {params.out} 2> {log}"
+
+
+def compared(wildcards):
+    """The methods of the grid at the figure's (dataset, cells, seed)."""
+    try:
+        return comparison(
+            config, wildcards.dataset, int(wildcards.cells), int(wildcards.seed)
+        )
+    except ConfigError as e:
+        raise WorkflowError(str(e)) from None
+
+
+rule compare_cells:
+    """The cells of every method of one (dataset, cells, seed) side by side, for the report."""
+    input:
+        genotypes=lambda wc: [
+            f"{RES}/{wc.dataset}/{m}/cells{wc.cells}/seed{wc.seed}/genotype.json"
+            for m in compared(wc).methods
+        ],
+    output:
+        png=report(
+            f"{RES}/figures/cells-{{dataset}}-{{cells}}-{{seed}}.png",
+            caption="../report/compare_cells.rst",
+            category="Cells",
+            subcategory="{dataset} {cells} cells: every method",
+        ),
+        pdf=f"{RES}/figures/cells-{{dataset}}-{{cells}}-{{seed}}.pdf",
+    log:
+        f"{RES}/logs/compare_cells/{{dataset}}-{{cells}}-{{seed}}.log",
+    conda:
+        stage_env("export_genotype")
+    threads: stage_threads("export_genotype")
+    resources:
+        **stage_resources("export_genotype"),
+    params:
+        py=PY,
+        configfiles=CONFIGFILES,
+        specs=lambda wc, input: " ".join(
+            f"{m}={p}" for m, p in zip(compared(wc).methods, input.genotypes)
+        ),
+        stem=lambda wc, output: output.png[: -len(".png")],
+    shell:
+        "{params.py} scripts/compare_cells.py --configfile {params.configfiles} --genotypes {params.specs} "
+        "--title '{wildcards.dataset}, {wildcards.cells} cells, seed {wildcards.seed}: every method' "
+        "--out {params.stem} 2> {log}"

@@ -57,7 +57,9 @@ rule export_genotype:
         cfg=sha256_json(config["export"])[:16],
     shell:
         "{params.py} scripts/export_genotype.py --configfile {params.configfiles} --search {input.search} "
-        "--prepared {params.prepared} --out {params.out} 2> {log}"
+        "--prepared {params.prepared} --out {params.out} "
+        "--title '{wildcards.dataset}, {wildcards.method}, {wildcards.cells} cells, seed {wildcards.seed}' "
+        "2> {log}"
 
 
 rule published_genotype:
@@ -87,4 +89,6 @@ rule published_genotype:
         configfiles=CONFIGFILES,
         out=run_dir,
     shell:
-        "{params.py} scripts/export_genotype.py --configfile {params.configfiles} --published metanas_in_v2 --out {params.out} 2> {log}"
+        "{params.py} scripts/export_genotype.py --configfile {params.configfiles} --published metanas_in_v2 --out {params.out} "
+        "--title '{wildcards.dataset}, {wildcards.method}, {wildcards.cells} cells, seed {wildcards.seed}' "
+        "2> {log}"

@@ -237,36 +237,14 @@ def _finish_epoch(state: TrainState, cfg: TrainConfig, steps: int, lr: float) ->
              lr, row["seconds"])
 
 
-def plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
-    """Training loss and accuracy per epoch (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..provenance import atomic_path
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["loss"] for r in rows], "o-", color="#1f77b4", label="loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy")
-    ax2 = ax.twinx()
-    ax2.plot(epochs, [r["accuracy"] for r in rows], "s--", color="#d62728", label="train accuracy")
-    ax2.set_ylabel("accuracy")
-    fig.legend(loc="upper center", ncol=2, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-
-
-def write_outputs(model: EvalNet, state: TrainState, out_dir: Path, device: torch.device) -> dict[str, Any]:
+def write_outputs(model: EvalNet, state: TrainState, out_dir: Path, device: torch.device, title: str = "") -> dict[str, Any]:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buf)   # layout-free
     write_bytes_atomic(out_dir / "model.pt", buf.getvalue())
     write_text_atomic(out_dir / "train_log.csv", _csv(state.log))
-    plot_curve(state.log, out_dir / "train_curve.png")
+    from .curves import plot_curve   # matplotlib only here: the training loop does not import it
+
+    plot_curve(state.log, out_dir / "train_curve.png", title)
     return {"params": count_parameters(model), "params_millions": round(count_parameters(model) / 1e6, 4),
             "train_seconds": round(state.seconds, 3), "epochs": state.epoch,
             "final_loss": state.log[-1]["loss"] if state.log else None,

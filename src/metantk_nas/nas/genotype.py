@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..errors import PipelineError
 from .space import OP_NAMES, ORIGINAL_NAMES, canonical_op
 
 N_NODES = 3
@@ -162,6 +163,12 @@ def random_genotype(seed: int, cells: int, nodes: int = N_NODES) -> Genotype:
 
 
 def load_genotype(path: str | Path) -> Genotype:
-    """Read ``genotype.json`` (either the genotype itself or a record with a ``genotype`` key)."""
-    d = json.loads(Path(path).read_text())
-    return Genotype.from_dict(d.get("genotype", d))
+    """Read ``genotype.json`` (either the genotype itself or a record with a ``genotype`` key); a missing, corrupt or
+    invalid file is a :class:`PipelineError` naming it."""
+    try:
+        d = json.loads(Path(path).read_text())
+        return Genotype.from_dict(d.get("genotype", d))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such genotype file") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:   # JSONDecodeError is a ValueError
+        raise PipelineError(f"{path}: not a valid genotype ({type(e).__name__}: {e})") from None
