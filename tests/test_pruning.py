@@ -42,6 +42,9 @@ class StubScorer:
     def reinit_kernel_net(self, *key: int) -> None:
         pass
 
+    def batchable(self) -> bool:   # one candidate at a time (the batched path's values: test_batched.py)
+        return False
+
     def reinit_thin(self, *key: int) -> None:
         pass
 

@@ -265,7 +265,8 @@ def test_fresh_batch_per_candidate_recomputes_the_origin_on_its_own_batch(tiny_p
     mask = initial_mask(small_cfg().ops)
     records = {}
     for fresh in (True, False):
-        cfg = replace(small_cfg(), repeats=2, fidelity=FidelitySwitches(fresh_batch_per_candidate=fresh))
+        cfg = replace(small_cfg(), repeats=2, fidelity=FidelitySwitches(fresh_batch_per_candidate=fresh),
+                      batch_candidates=False)   # the calls one by one (test_batched.py: the batched path's values)
         scorer = Scorer(cfg, train, torch.device("cpu"))
         calls = _spy(scorer, monkeypatch)
         _, records[fresh] = PruningSearch(cfg, scorer, progress=False).prune_round(mask, 0, lambda n: None)
@@ -352,12 +353,15 @@ def test_a_five_and_an_eight_cell_search_of_one_seed_draw_separate_streams(tiny_
     assert not torch.equal(thin[5], thin[8])
 
 
-@pytest.mark.parametrize("stage,at", [("round", 7), ("group", 3)])
+@pytest.mark.parametrize("stage,at,chunk,saved", [("round", 7, 1, 7), ("group", 3, 1, 3), ("round", 7, 3, 9),
+                                                   ("group", 2, 2, 2)])
 def test_a_signalled_search_checkpoints_mid_stage_and_resumes_to_the_same_result(reference_run, tiny_prepared,
-                                                                                 tmp_path, monkeypatch, stage, at):
-    """SIGUSR1 while candidate ``at`` of round 0 (or of the group stage) is scored: the candidate finishes, the
-    state holds the scores of those finished, Preempted is raised; the resumed search scores only the rest and
-    ends with the uninterrupted search's records, byte for byte."""
+                                                                                 tmp_path, monkeypatch, stage, at,
+                                                                                 chunk, saved):
+    """SIGUSR1 while candidate ``at`` of round 0 (or of the group stage) is scored: its chunk of ``chunk``
+    round-batched candidates finishes, the state holds the ``saved`` scores finished, Preempted is raised; the
+    resumed search scores only the rest, in the same chunks, and ends with the uninterrupted search's records,
+    byte for byte."""
     import os
     import signal
 
@@ -367,6 +371,7 @@ def test_a_signalled_search_checkpoints_mid_stage_and_resumes_to_the_same_result
     cfg = replace(cfg, checkpoint_seconds=0)
     state_path = tmp_path / "search_state.json"
     scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
+    scorer._pass_networks = chunk   # networks per batched pass (shared origin: one network per candidate)
     real = scorer.region_delta
     calls = []
     n_round = sum(len(r["candidates"]) for r in s_full.rounds)
@@ -379,11 +384,12 @@ def test_a_signalled_search_checkpoints_mid_stage_and_resumes_to_the_same_result
     monkeypatch.setattr(scorer, "region_delta", signalling)
     with pytest.raises(Preempted, match="rerun to resume"):
         PruningSearch(cfg, scorer, progress=False).run(state_path)
-    saved = json.loads(state_path.read_text())
-    assert saved["partial"]["stage"] == stage and len(saved["partial"]["scores"]) == at
+    state = json.loads(state_path.read_text())
+    assert state["partial"]["stage"] == stage and len(state["partial"]["scores"]) == saved
     monkeypatch.undo()
     resumed_calls = []
     scorer2 = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
+    scorer2._pass_networks = chunk
     real2 = scorer2.region_delta
     monkeypatch.setattr(scorer2, "region_delta", lambda o, c, *k: resumed_calls.append(k) or real2(o, c, *k))
     g, s = PruningSearch(cfg, scorer2, progress=False).run(state_path)

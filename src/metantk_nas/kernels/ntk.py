@@ -23,7 +23,7 @@ ANIL kernel: the head weight alone) comes from the same pass; :func:`empirical_n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -132,6 +132,16 @@ def _vmap_grads(module: nn.Module, x: torch.Tensor, names: list[str]) -> dict[st
 
 def _layerwise_grads(module: nn.Module, mods: dict[str, nn.Module], x: torch.Tensor,
                      names: list[str]) -> dict[str, torch.Tensor]:
+    grads = dict(_layer_samples(lambda z: module(z).sum(), mods, x, names))
+    return {n: grads[n] if n in grads else x.new_zeros(len(x), *module.get_parameter(n).shape)   # layer not called
+            for n in names}
+
+
+def _layer_samples(total_fn: Callable[[torch.Tensor], torch.Tensor], mods: dict[str, nn.Module], x: torch.Tensor,
+                   names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, per-sample gradients (N, *shape)) of each parameter in ``names`` whose layer the forward pass calls,
+    one at a time, from one forward pass ``total_fn(x)`` (a scalar: the sum over samples of each sample's output)
+    and one backward pass for the layers' output cotangents."""
     owners: dict[str, list[str]] = {}   # layer -> its parameters in names
     for name in names:
         owners.setdefault(name.rpartition(".")[0], []).append(name)
@@ -146,7 +156,7 @@ def _layerwise_grads(module: nn.Module, mods: dict[str, nn.Module], x: torch.Ten
     try:
         x = x.detach()
         with torch.enable_grad():
-            total = module(x.requires_grad_(True)).sum()
+            total = total_fn(x.requires_grad_(True))
     finally:
         for h in handles:
             h.remove()
@@ -155,15 +165,53 @@ def _layerwise_grads(module: nn.Module, mods: dict[str, nn.Module], x: torch.Ten
             raise ValueError(f"the fast NTK backend needs the input and output of {mname!r} unchanged after its "
                              "forward, but an in-place operation overwrote one (use inplace=False)")
     cotangents = torch.autograd.grad(total, [c[2] for c in calls], allow_unused=True, materialize_grads=True)
-    grads: dict[str, torch.Tensor] = {}
+    by_layer: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     for (mname, a, _, _, _), g in zip(calls, cotangents):
+        by_layer.setdefault(mname, []).append((a.detach(), g))
+    del calls, cotangents
+    for mname, pairs in by_layer.items():
         m = mods[mname]
         for name in owners[mname]:
-            sample = (_weight_samples(m, a.detach(), g) if name.endswith("weight")
-                      else g.sum((2, 3)) if isinstance(m, nn.Conv2d) else torch.einsum("n...o->no", g))
-            grads[name] = grads[name] + sample if name in grads else sample   # a layer called twice
-    return {n: grads[n] if n in grads else x.new_zeros(len(x), *module.get_parameter(n).shape)   # layer not called
-            for n in names}
+            sample = None
+            for a, g in pairs:   # a layer called twice: its per-sample gradient is the sum over calls
+                part = (_weight_samples(m, a, g) if name.endswith("weight")
+                        else g.sum((2, 3)) if isinstance(m, nn.Conv2d) else torch.einsum("n...o->no", g))
+                sample = part if sample is None else sample + part
+            assert sample is not None
+            yield name, sample
+
+
+def group_gram_terms(total_fn: Callable[[torch.Tensor], torch.Tensor], mods: dict[str, nn.Module], x: torch.Tensor,
+                     names: list[str], group: int) -> dict[str, torch.Tensor]:
+    """Per parameter, the NTK gram terms G_p G_p^T (G, group, group) of consecutive groups of ``group`` samples,
+    from one forward pass ``total_fn(x)`` and one backward pass over all groups (the ``fast`` backend's
+    per-sample gradients, layer by layer).  Each layer's per-sample gradients are folded into the groups' terms
+    and dropped, so no more than one layer's are held at a time; cross-group entries are never formed.  Each
+    group's term is the same matrix product as :func:`gram_from_grads` forms for that group alone, and
+    :func:`sum_gram_terms` adds them in the same order, so a group's gram equals its own pass's bit for bit
+    where its per-sample gradients do.  A parameter whose layer the pass never calls has no term (zero)."""
+    if len(x) % group:
+        raise ValueError(f"{len(x)} samples do not split into groups of {group}")
+    terms = {}
+    for name, sample in _layer_samples(total_fn, mods, x, names):
+        terms[name] = _group_grams(sample, group)
+    return terms
+
+
+def _group_grams(sample: torch.Tensor, group: int) -> torch.Tensor:
+    flat = sample.reshape(len(sample) // group, group, -1)
+    return torch.stack([f @ f.T for f in flat])
+
+
+def sum_gram_terms(terms: dict[str, torch.Tensor], order: list[str]) -> torch.Tensor:
+    """The grams: the terms summed in ``order`` (the kernel's parameter order), missing ones skipped (zero)."""
+    present = [terms[n] for n in order if n in terms]
+    if not present:
+        raise ValueError("no parameter of the kernel takes part in the forward pass")
+    gram = present[0]
+    for term in present[1:]:
+        gram = gram + term
+    return gram
 
 
 def _weight_samples(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

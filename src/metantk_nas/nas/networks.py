@@ -54,6 +54,44 @@ def mixed_op(ops: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+class CellMasks:
+    """The per-sample masks of one cell type: ``union`` (E, O) the ops alive for any sample, ``weights`` (E, O, N)
+    each sample's mixed-op weight, 1/#live on its edge for a live op and 0 otherwise."""
+
+    def __init__(self, union: np.ndarray, weights: torch.Tensor):
+        self.union, self.weights = union, weights
+
+
+class SampleMasks:
+    """Per-sample masks for one pass through several networks of one supernet (the round-batched scorer).
+
+    ``masks`` (G, 2, E, O): the networks; sample n belongs to network n // ``group``.  A sample's forward pass
+    is its network's: a live op is weighted 1/#live on its edge, as in :func:`mixed_op` (the same float, applied
+    the same way), and a dead op by 0, which adds exact zeros.  Indexing by cell type gives its :class:`CellMasks`.
+    """
+
+    def __init__(self, masks: np.ndarray, group: int, dtype: torch.dtype, device: torch.device | str = "cpu"):
+        masks = np.asarray(masks, dtype=bool)
+        if masks.ndim != 4:
+            raise ValueError(f"per-sample masks: expected (networks, 2, edges, ops), got shape {masks.shape}")
+        for g, m in enumerate(masks):
+            for c in range(m.shape[0]):
+                for a, b in edge_groups(N_NODES):
+                    if not m[c, a:b].any():
+                        raise ValueError(f"network {g}: a node has no live incoming edge")
+        live = masks.sum(-1, keepdims=True)
+        w = np.where(masks, 1.0 / np.maximum(live, 1), 0.0)
+        self.masks, self.group, self.union = masks, group, masks.any(0)
+        weights = torch.as_tensor(w, dtype=dtype).to(device).repeat_interleave(group, 0)   # (N, 2, E, O)
+        self._weights = weights.permute(1, 2, 3, 0).contiguous()                            # (2, E, O, N)
+
+    def __len__(self) -> int:
+        return len(self.masks) * self.group
+
+    def __getitem__(self, cell_type: int) -> CellMasks:
+        return CellMasks(self.union[cell_type], self._weights[cell_type])
+
+
 class SearchCell(nn.Module):
     def __init__(self, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, norm: str,
                  nodes: int = N_NODES):
@@ -67,8 +105,10 @@ class SearchCell(nn.Module):
             for _, j in self.edges)
         self.nodes = nodes
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, mask: np.ndarray | CellMasks) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
+        if isinstance(mask, CellMasks):
+            return self._per_sample(states, mask)
         for (a, b) in edge_groups(self.nodes):
             node = None
             for e in range(a, b):
@@ -80,6 +120,24 @@ class SearchCell(nn.Module):
                 node = out if node is None else node + out
             if node is None:
                 raise ValueError("a node has no live incoming edge")
+            states.append(node)
+        return torch.cat(states[2:], dim=1)
+
+    def _per_sample(self, states: list[torch.Tensor], masks: CellMasks) -> torch.Tensor:
+        """The forward pass with per-sample masks: every op alive for some sample runs on the whole batch and is
+        scaled per sample; sums grouped as in :meth:`forward` (edge by edge, then the node)."""
+        for (a, b) in edge_groups(self.nodes):
+            node = None
+            for e in range(a, b):
+                live = np.flatnonzero(masks.union[e])
+                if len(live) == 0:
+                    continue
+                x = states[self.edges[e][1]]
+                out = None
+                for o in live:
+                    term = self.ops[e][o](x) * masks.weights[e, o].view(-1, 1, 1, 1)
+                    out = term if out is None else out + term
+                node = out if node is None else node + out
             states.append(node)
         return torch.cat(states[2:], dim=1)
 
@@ -113,7 +171,8 @@ class SuperNet(nn.Module):
         self.classifier = nn.Linear(c_p, num_classes)
         self.feature_dim = c_p
 
-    def features(self, x: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+    def features(self, x: torch.Tensor, mask: np.ndarray | SampleMasks) -> torch.Tensor:
+        """Pooled features; ``mask`` one mask (2, E, O) for the whole batch or a :class:`SampleMasks`."""
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, mask[1 if cell.reduction else 0])

@@ -116,33 +116,57 @@ class PruningSearch:
             return None
         return [self.scorer.shared_origin(origin, *key, SHARED_KEY, r) for r in range(self.cfg.repeats)]
 
+    def _kernel_scores(self, work: list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]],
+                       shared: list[Any] | None) -> list[float]:
+        """dK of each (origin_k, origin_r, cand, key): round-batched when the scorer can, else one by one."""
+        assert self.scorer is not None
+        if self.cfg.method == "linreg":
+            return [0.0] * len(work)  # the original's --only_lrs: every condition number is 1, so every dK is 0
+        if self.scorer.batchable():
+            return self.scorer.kernel_deltas([(o, c, key) for o, _, c, key in work], shared)
+        return [float(np.mean([self.scorer.kernel_delta(o, c, *key, r, shared=shared[r] if shared else None)
+                               for r in range(self.cfg.repeats)])) for o, _, c, key in work]
+
+    def _region_score(self, origin_r: np.ndarray, cand: np.ndarray, key: tuple[int, ...]) -> float:
+        assert self.scorer is not None
+        self.scorer.reinit_thin(*key)
+        return float(np.mean([self.scorer.region_delta(origin_r, cand, *key, r) for r in range(self.cfg.repeats)]))
+
     def _scores(self, origin_k: np.ndarray, origin_r: np.ndarray, cand: np.ndarray, key: tuple[int, ...],
                 shared: list[Any] | None = None) -> tuple[float, float]:
+        """(dK, dR) of one candidate."""
+        return self._kernel_scores([(origin_k, origin_r, cand, key)], shared)[0], self._region_score(origin_r, cand, key)
+
+    def _chunk(self) -> int:
+        """Candidates scored together: as many as one batched pass holds (1 when the scorer scores one by one).
+        Fixed per config, so a resumed stage cuts its candidates into the same chunks."""
         assert self.scorer is not None
-        reps = self.cfg.repeats
-        if self.cfg.method == "linreg":
-            dk = 0.0  # the original's --only_lrs: every condition number is 1, so every dK is 0
-        else:
-            dk = float(np.mean([self.scorer.kernel_delta(origin_k, cand, *key, r, shared=shared[r] if shared else None)
-                                for r in range(reps)]))
-        self.scorer.reinit_thin(*key)
-        dr = float(np.mean([self.scorer.region_delta(origin_r, cand, *key, r) for r in range(reps)]))
-        return dk, dr
+        if self.cfg.method == "linreg" or not self.scorer.batchable():
+            return 1
+        per_candidate = 2 if self.cfg.fidelity.fresh_batch_per_candidate else 1
+        return max(1, self.scorer.networks_per_pass(self.scorer.kernel_group()) // per_candidate)
 
     # -- scores of many candidates, resumable -----------------------------------------------------------------------
     def _score_all(self, cands: list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]],
                    shared: list[Any] | None, scores: list[list[float]], bar: Callable[[int], None]
                    ) -> tuple[list[float], list[float]]:
         """dK, dR of every candidate (origin_k, origin_r, cand, key); ``scores`` holds those already finished (a
-        resumed stage) and grows by one per candidate, with a checkpoint at most every checkpoint_seconds."""
-        for origin_k, origin_r, cand, key in cands[len(scores):]:
-            scores.append(list(self._scores(origin_k, origin_r, cand, key, shared)))
-            bar(1)
+        resumed stage) and grows by one per candidate.  Candidates go in chunks of :meth:`_chunk` (the kernels of
+        a chunk in shared passes); a checkpoint comes after a chunk, at most every checkpoint_seconds, or after a
+        signal, so a resumed stage starts at a chunk boundary and batches exactly as the uninterrupted one."""
+        step = self._chunk()
+        while len(scores) < len(cands):
+            start = len(scores) - len(scores) % step
+            chunk = cands[start:start + step]
+            dks = self._kernel_scores(chunk, shared)
+            for (_, origin_r, cand, key), dk in list(zip(chunk, dks))[len(scores) - start:]:
+                scores.append([dk, self._region_score(origin_r, cand, key)])
+                bar(1)
             self._tick(len(scores) < len(cands))
         return [d for d, _ in scores], [r for _, r in scores]
 
     def _tick(self, more: bool) -> None:
-        """After a candidate: checkpoint if it is time (or a signal came), and stop after a signal."""
+        """After a chunk of candidates: checkpoint if it is time (or a signal came), and stop after a signal."""
         if self._path is None or self._state is None:
             return
         now = time.perf_counter()

@@ -21,9 +21,10 @@ from ..data.readers import CIFAR10_MEAN, CIFAR10_STD
 from ..data import transforms as T
 from ..kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from ..kernels.metantk import condition_number, metantk
-from ..kernels.ntk import ParamFilter, check_per_sample, gram_from_grads, kernel_parameter_names, per_sample_grads
+from ..kernels.ntk import (ParamFilter, check_per_sample, gram_from_grads, group_gram_terms, kernel_parameter_names,
+                           per_sample_grads, sum_gram_terms)
 from ..seeding import torch_gen
-from ..nas.networks import LogitsNet, SuperNet, init_weights_, thin_supernet
+from ..nas.networks import LogitsNet, SampleMasks, SuperNet, full_mask, init_weights_, thin_supernet
 
 TASK_POOL_SEED = 0  # the original's fixed pool of tasks: task i is drawn with np.random.seed(i)
 
@@ -63,6 +64,7 @@ class Scorer:
         self.sampler = EpisodeSampler(train.labels, cfg.ways, cfg.shots, cfg.queries, TASK_POOL_SEED)
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if cfg.fidelity.cifar_normalisation else (train.mean, train.std)
         self.norm_consts = (mean, std)
+        self._pass_networks: int | None = None
 
     # -- weights ----------------------------------------------------------------------------------------------------
     def reinit_kernel_net(self, *key: int) -> None:
@@ -199,6 +201,130 @@ class Scorer:
         inputs = self.kernel_inputs(*key)
         head = self.new_head(*key, 0)
         return inputs, head, self.kernel_condition(origin, inputs, head)
+
+    # -- round-batched kernels (search.batch_candidates; docs/kernels.md) -----------------------------------------
+    def kernel_group(self) -> int:
+        """Samples per kernel: a task batch (metantk) or ``ntk_batch`` images (tenas)."""
+        c = self.cfg
+        return c.tasks_per_batch * c.ways * (c.shots + c.queries) if c.method == "metantk" else c.ntk_batch
+
+    def batchable(self) -> bool:
+        """Do the candidates' kernels go through shared passes?  Only with independent samples and the fast
+        backend (train-mode BatchNorm, ``norm: batchnorm``, would mix the networks' batch statistics), and only
+        when at least two networks fit in ``batch_memory_mb``: one alone is the one-by-one path, which also
+        bounds its memory by ``ntk_chunk``."""
+        return (self.cfg.batch_candidates and self.kernel_net is not None and self.cfg.norm != "batchnorm"
+                and self.cfg.ntk_backend == "fast" and self.networks_per_pass(self.kernel_group()) >= 2)
+
+    def networks_per_pass(self, group: int) -> int:
+        """How many networks of ``group`` samples one pass holds within ``search.batch_memory_mb``: estimated from
+        the bytes of every module output of a one-sample forward pass (what autograd keeps), twice (the
+        activations and their cotangents).  Analytic, so the same on every machine for one config."""
+        if self._pass_networks is None:
+            assert self.kernel_net is not None
+            total = [0]
+
+            def count(m: nn.Module, inputs: tuple, out: object) -> None:
+                if isinstance(out, torch.Tensor):
+                    total[0] += out.numel() * out.element_size()
+
+            leaves = [m for m in self.kernel_net.modules() if not list(m.children())]
+            handles = [m.register_forward_hook(count) for m in leaves]
+            try:
+                with torch.no_grad():
+                    x = torch.zeros(1, 3, self.cfg.image_size, self.cfg.image_size, dtype=self.dtype, device=self.device)
+                    self.kernel_net.features(x, full_mask())
+            finally:
+                for h in handles:
+                    h.remove()
+            per_network = 2 * total[0] * group
+            self._pass_networks = max(1, int(self.cfg.batch_memory_mb * 2 ** 20 // per_network))
+        return self._pass_networks
+
+    def batched_conditions(self, nets: list[tuple[np.ndarray, KernelBatch | torch.Tensor, nn.Linear | None]]) -> list[float]:
+        """The condition number of each (mask, inputs, head), as :meth:`kernel_condition` gives it, the networks
+        going through shared forward/backward passes with per-sample masks, at most :meth:`networks_per_pass`
+        at a time."""
+        group = len(nets[0][1].x if isinstance(nets[0][1], KernelBatch) else nets[0][1])
+        per = self.networks_per_pass(group)
+        return [c for i in range(0, len(nets), per) for c in self._pass_conditions(nets[i:i + per], group)]
+
+    def _pass_conditions(self, nets: list[tuple[np.ndarray, KernelBatch | torch.Tensor, nn.Linear | None]],
+                         group: int) -> list[float]:
+        assert self.kernel_net is not None
+        body, nan = self.kernel_net, self.cfg.fidelity.nan_condition
+        xs = [inp.x if isinstance(inp, KernelBatch) else inp for _, inp, _ in nets]
+        if any(len(x) != group for x in xs):
+            raise ValueError("batched kernels need the same number of samples in every network")
+        masks = SampleMasks(np.stack([m for m, _, _ in nets]), group, self.dtype, self.device)
+        head = nets[0][2]
+        params, modules = self._structure(LogitsNet(body, masks.union, head))
+        order = [n for n, idx in params if idx is None or masks.union[idx]]   # the kernel's parameters, in order
+        names = [n for n in order if not n.startswith("head.")]
+        x = torch.cat(xs)
+        if head is None:   # tenas: the supernet's own classifier, one for every network
+            terms = group_gram_terms(lambda z: body.classifier(body.features(z, masks)).sum(), modules, x, names, group)
+            return [condition_number(k, nan) for k in sum_gram_terms(terms, order)]
+        # metantk: each network's own head on its own samples, as the separate pass applies it (so the features'
+        # cotangents are the same numbers); the head weight's per-sample gradient is 1 (x) f_n, formed as there
+        heads = [h for _, _, h in nets]
+        feats: list[torch.Tensor] = []
+
+        def total(z: torch.Tensor) -> torch.Tensor:
+            f = body.features(z, masks)
+            feats.append(f)
+            out = None
+            for g, h in enumerate(heads):
+                assert h is not None
+                term = h(f[g * group:(g + 1) * group]).sum()
+                out = term if out is None else out + term
+            assert out is not None
+            return out
+
+        terms = group_gram_terms(total, modules, x, names, group)
+        f = feats[0].detach()
+        ways = heads[0].weight.shape[0]   # type: ignore[union-attr]
+        head_samples = torch.einsum("no,ni->noi", f.new_ones(len(f), ways), f)   # (N, ways, D)
+        terms["head.weight"] = torch.stack(
+            [hs.reshape(group, -1) @ hs.reshape(group, -1).T for hs in head_samples.split(group)])
+        theta = sum_gram_terms(terms, order)
+        spec = self.cfg.kernel
+        assert spec is not None
+        out = []
+        for g, (_, inputs, _) in enumerate(nets):
+            assert isinstance(inputs, KernelBatch)
+            if spec.inner == "maml":
+                k = theta[g]
+            else:   # the head-weight gram in float64, as metantk_kernels forms it
+                k = gram_from_grads([head_samples[g * group:(g + 1) * group].double()])
+                if torch.allclose(theta[g].double(), k, rtol=1e-5, atol=1e-8):
+                    out.append(float(nan))
+                    continue
+            phi = metantk(theta[g], k, inputs.n_tasks, spec.inner_time, spec.reg, n_query=inputs.n_query)
+            out.append(condition_number(phi, nan))
+        return out
+
+    def kernel_deltas(self, work: list[tuple[np.ndarray, np.ndarray, tuple[int, ...]]],
+                      shared: list[tuple[KernelBatch | torch.Tensor, nn.Linear | None, float]] | None) -> list[float]:
+        """dK (mean over repeats) of each (origin, candidate, key), equal to :meth:`kernel_delta` per candidate and
+        repeat: the same batches and heads (drawn from the same keys), every network of a repeat batched."""
+        reps = self.cfg.repeats
+        deltas = np.zeros((len(work), reps))
+        for r in range(reps):
+            nets: list[tuple[np.ndarray, KernelBatch | torch.Tensor, nn.Linear | None]] = []
+            for origin, cand, key in work:
+                if shared is None:
+                    inputs, head_o = self.kernel_inputs(*key, r), self.new_head(*key, r, 0)
+                    nets.append((origin, inputs, head_o))
+                else:
+                    inputs, head_o, _ = shared[r]
+                head_c = self.new_head(*key, r, 1) if self.cfg.fidelity.fresh_head_per_network else head_o
+                nets.append((cand, inputs, head_c))
+            conds = self.batched_conditions(nets)
+            for i in range(len(work)):
+                k_o, k_c = (conds[2 * i], conds[2 * i + 1]) if shared is None else (shared[r][2], conds[i])
+                deltas[i, r] = relative_change(k_o, k_c, self.cfg.precision)
+        return [float(np.mean([deltas[i, r] for r in range(reps)])) for i in range(len(work))]
 
     def reinit_thin(self, *key: int) -> None:
         init_weights_(self.thin, torch_gen(*self.stream, *key, 4), self.init)

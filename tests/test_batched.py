@@ -1,0 +1,181 @@
+"""Round-batched scoring (search.batch_candidates): many networks of one supernet in one forward/backward pass,
+each sample carrying its own network's mask and head, must give each network's own kernel.
+
+The reference is the one-by-one path (each network alone through the `fast` backend, itself checked against
+Opacus and TE-NAS's per-sample backward loop in test_search.py and test_fidelity.py), and for the gram terms a
+per-sample gradient loop written here.  Condition numbers agree to 1e-6 relative in float64; the searches'
+records are identical, in float64 and in the configs' float32.
+"""
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from metantk_nas.config import FidelitySwitches, KernelSpec, load_config, search_config
+from metantk_nas.data.prepared import load_split
+from metantk_nas.kernels.ntk import group_gram_terms, sum_gram_terms
+from metantk_nas.nas.networks import SampleMasks, SuperNet, full_mask
+from metantk_nas.nas.ops import OP_NAMES
+from metantk_nas.search.pruning import PruningSearch, initial_mask
+from metantk_nas.search.scoring import KernelBatch, Scorer
+
+from test_search import small_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def masks_of_a_round(cfg_ops) -> list[np.ndarray]:
+    """The origin, op removals (a round) and a whole-edge removal (the group stage), mixed."""
+    origin = initial_mask(cfg_ops)
+    live = [i for i, n in enumerate(OP_NAMES) if n in cfg_ops]
+    out = [origin]
+    for c, e, o in [(0, 0, live[0]), (1, 4, live[-1]), (0, 8, live[1])]:
+        m = origin.copy()
+        m[c, e, o] = False
+        out.append(m)
+    m = origin.copy()
+    m[1, 6] = False   # an edge with no live op for this network only
+    out.append(m)
+    return out
+
+
+def test_per_sample_masks_give_each_network_its_own_forward_pass():
+    torch.manual_seed(0)
+    net = SuperNet(8, 5, 10, "groupnorm16").double()
+    masks = masks_of_a_round(OP_NAMES)
+    x = torch.randn(len(masks) * 3, 3, 16, 16, dtype=torch.float64)
+    batched = net.features(x, SampleMasks(np.stack(masks), 3, torch.float64))
+    for g, m in enumerate(masks):
+        alone = net.features(x[3 * g:3 * g + 3], m)
+        torch.testing.assert_close(batched[3 * g:3 * g + 3], alone, rtol=1e-12, atol=1e-12)
+    # a changed mask changes the output: the masks are really per sample
+    assert not torch.allclose(batched[:3], batched[3:6])
+
+
+def test_per_sample_masks_refuse_a_node_without_a_live_edge():
+    m = full_mask()
+    m[0, 0:2] = False   # node 0 of the normal cell has no input
+    with pytest.raises(ValueError, match="network 1: a node has no live incoming edge"):
+        SampleMasks(np.stack([full_mask(), m]), 2, torch.float64)
+
+
+def test_group_gram_terms_equal_a_per_sample_backward_loop():
+    """Two groups of 3 samples through a small conv net: each group's gram equals the gram of per-sample
+    gradients taken one sample at a time with autograd (no hooks, no batching)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4, padding=1),
+                          nn.Flatten(), nn.Linear(4 * 25, 3)).double()
+    x = torch.randn(6, 2, 5, 5, dtype=torch.float64)
+    names = ["0.weight", "2.weight", "4.weight"]
+    terms = group_gram_terms(lambda z: model(z).sum(), dict(model.named_modules()), x, names, 3)
+    grams = sum_gram_terms(terms, names)
+    params = dict(model.named_parameters())
+    rows = []
+    for xi in x:
+        g = torch.autograd.grad(model(xi[None]).sum(), [params[n] for n in names])
+        rows.append(torch.cat([t.flatten() for t in g]))
+    j = torch.stack(rows)
+    for g in range(2):
+        block = j[3 * g:3 * g + 3]
+        torch.testing.assert_close(grams[g], block @ block.T, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="do not split into groups of 4"):
+        group_gram_terms(lambda z: model(z).sum(), dict(model.named_modules()), x, names, 4)
+
+
+def _networks(scorer, cfg, n, fresh_inputs=True):
+    """(mask, inputs, head) of origin/candidate pairs, each with its own batch and heads, as a fresh-batch round."""
+    nets = []
+    for k, m in enumerate(masks_of_a_round(cfg.ops)[:n]):
+        inputs = scorer.kernel_inputs(0, k if fresh_inputs else 0, 0)
+        nets.append((m, inputs, scorer.new_head(0, k, 0, 1)))
+    return nets
+
+
+@pytest.mark.parametrize("method,inner", [("metantk", "maml"), ("metantk", "anil"), ("tenas", None)])
+def test_batched_condition_numbers_equal_one_by_one_in_float64(method, inner, tiny_prepared):
+    kernel = KernelSpec(inner, float("inf") if inner == "maml" else 1.0, 1e-3) if inner else None
+    cfg = replace(small_cfg(method), kernel=kernel, grad_dtype="float64", tasks_per_batch=2, ntk_batch=8)
+    scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
+    scorer.reinit_kernel_net(0)
+    nets = _networks(scorer, cfg, 5)
+    alone = [scorer.kernel_condition(m, x, h) for m, x, h in nets]
+    for per_pass in (5, 2):   # all in one pass, and chunks of 2 (the last one alone)
+        scorer._pass_networks = per_pass
+        batched = scorer.batched_conditions(nets)
+        np.testing.assert_allclose(batched, alone, rtol=1e-6)
+    assert len(set(np.round(alone, 6))) == len(alone)   # the networks' kernels really differ
+
+
+def test_batched_kernel_deltas_equal_kernel_delta_per_candidate(tiny_prepared):
+    for fresh in (True, False):
+        cfg = replace(small_cfg(), repeats=2, fidelity=FidelitySwitches(fresh_batch_per_candidate=fresh))
+        scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
+        scorer.reinit_kernel_net(3)
+        origin, *cands = masks_of_a_round(cfg.ops)
+        work = [(origin, c, (3, k)) for k, c in enumerate(cands)]
+        shared = None if fresh else [scorer.shared_origin(origin, 3, 99, r) for r in range(2)]
+        one = [float(np.mean([scorer.kernel_delta(origin, c, *key, r, shared=shared[r] if shared else None)
+                              for r in range(2)])) for _, c, key in work]
+        assert scorer.kernel_deltas(work, shared) == one
+
+
+def _records(cfg, prepared):
+    scorer = Scorer(cfg, load_split(prepared, "train"), torch.device("cpu"))
+    g, state = PruningSearch(cfg, scorer, progress=False).run()
+    return g, json.dumps(state.rounds, sort_keys=True), json.dumps(state.group, sort_keys=True)
+
+
+@pytest.mark.parametrize("config,method,cells,dtype,fresh", [
+    ("tests/configs/tiny.yaml", "metantk", 5, "float32", False), ("tests/configs/tiny.yaml", "metantk", 8, "float32", True),
+    ("tests/configs/tiny.yaml", "tenas", 5, "float32", True), ("config/smoke.yaml", "metantk", 5, "float32", True),
+    ("config/smoke.yaml", "metantk", 8, "float64", False)])
+def test_round_batched_search_gives_the_same_records(config, method, cells, dtype, fresh, tiny_prepared):
+    """Every round's and the group stage's dK, dR and ranks, and the genotype, with and without batching, on the
+    smoke and tiny configs (MAML at 5 cells, ANIL at 8; the configs' own float32, and float64)."""
+    cfg = load_config([ROOT / "config/config.yaml", ROOT / config])
+    sc = search_config(cfg, "synthetic", method, cells, 0)
+    sc = replace(sc, grad_dtype=dtype, fidelity=replace(sc.fidelity, fresh_batch_per_candidate=fresh))
+    one = _records(replace(sc, batch_candidates=False), tiny_prepared)
+    batched = _records(replace(sc, batch_candidates=True), tiny_prepared)
+    assert batched == one
+
+
+def test_batch_statistics_or_opacus_score_one_by_one(tiny_prepared):
+    train = load_split(tiny_prepared, "train")
+    for cfg in (replace(small_cfg("tenas"), norm="batchnorm"), replace(small_cfg(), ntk_backend="opacus"),
+                replace(small_cfg(), batch_candidates=False), small_cfg("linreg")):
+        search = PruningSearch(cfg, Scorer(cfg, train, torch.device("cpu")), progress=False)
+        assert not search.scorer.batchable() or cfg.method == "linreg"
+        assert search._chunk() == 1
+    cfg = small_cfg()
+    assert Scorer(cfg, train, torch.device("cpu")).batchable()
+    alone = Scorer(cfg, train, torch.device("cpu"))
+    alone._pass_networks = 1   # one network per pass is the one-by-one path (which bounds memory by ntk_chunk)
+    assert not alone.batchable() and PruningSearch(cfg, alone, progress=False)._chunk() == 1
+
+
+def test_networks_per_pass_follows_the_memory_budget(tiny_prepared):
+    """The estimate: twice the bytes of every module output of a one-sample forward pass, per sample."""
+    train = load_split(tiny_prepared, "train")
+    cfg = small_cfg()
+    scorer = Scorer(cfg, train, torch.device("cpu"))
+    total = 0
+
+    def count(m, i, out):
+        nonlocal total
+        total += out.numel() * out.element_size()
+
+    leaves = [m for m in scorer.kernel_net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    with torch.no_grad():
+        scorer.kernel_net.features(torch.zeros(1, 3, 8, 8), full_mask())
+    for h in handles:
+        h.remove()
+    per_network = 2 * total * 10
+    for mb in (1, 64, 4096):
+        s = Scorer(replace(cfg, batch_memory_mb=mb), train, torch.device("cpu"))
+        assert s.networks_per_pass(10) == max(1, mb * 2 ** 20 // per_network)
