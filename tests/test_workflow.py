@@ -350,4 +350,4 @@ def test_conda_environments_pin_what_requirements_txt_pins():
     cuda = (ROOT / "workflow/envs/pipeline-cuda.yaml").read_text()
     assert "download.pytorch.org/whl/cu" in cuda
     rules = "\n".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
-    assert len(re.findall(r"^    conda:", rules, re.M)) == len(re.findall(r"^rule ", rules, re.M)) == 7
+    assert len(re.findall(r"^    conda:", rules, re.M)) == len(re.findall(r"^rule ", rules, re.M)) == 8

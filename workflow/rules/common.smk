@@ -114,3 +114,13 @@ def output_dir(wildcards, output):
 def results_dir(wildcards, output):
     """results/{experiment}, the parent of the tables' directory."""
     return str(Path(output[0]).parents[1])
+
+
+def compared(wildcards):
+    """The methods of the grid at the figure's (dataset, cells, seed)."""
+    try:
+        return comparison(
+            config, wildcards.dataset, int(wildcards.cells), int(wildcards.seed)
+        )
+    except ConfigError as e:
+        raise WorkflowError(str(e)) from None

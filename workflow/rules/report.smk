@@ -39,16 +39,6 @@ rule tables:
         "{params.py} scripts/tables.py --configfile {params.configfiles} --results {params.results} --out {params.out} 2> {log}"
 
 
-def compared(wildcards):
-    """The methods of the grid at the figure's (dataset, cells, seed)."""
-    try:
-        return comparison(
-            config, wildcards.dataset, int(wildcards.cells), int(wildcards.seed)
-        )
-    except ConfigError as e:
-        raise WorkflowError(str(e)) from None
-
-
 rule compare_cells:
     """The cells of every method of one (dataset, cells, seed) side by side, for the report."""
     input:
