@@ -34,10 +34,10 @@ def curve_figure(rows: Sequence[dict[str, Any]], title: str) -> Figure:
     ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     if epochs:
         ax_acc.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-    for epoch, lr in lr_steps(rows):
+    steps = lr_steps(rows)
+    for k, (epoch, lr) in enumerate(steps):
         for ax in (ax_loss, ax_acc):
-            ax.axvline(epoch - 0.5, ls=":", lw=1.0, color=STEP_COLOUR,
-                       label="learning-rate step" if epoch == lr_steps(rows)[0][0] else None)
+            ax.axvline(epoch - 0.5, ls=":", lw=1.0, color=STEP_COLOUR, label="learning-rate step" if k == 0 else None)
         ax_loss.annotate(f"lr {lr:g}", xy=(epoch - 0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
                          textcoords="offset points", ha="center", va="bottom", fontsize=7, color=STEP_COLOUR)
     for ax in (ax_loss, ax_acc):

@@ -145,15 +145,22 @@ class Scorer:
         net = LogitsNet(self.kernel_net, mask, head)
         grads = self._grads(net, batch.x)
         theta = gram_from_grads(grads)
+        return (theta, *self._inner_and_metantk(theta, grads["head.weight"], batch))
+
+    def _inner_and_metantk(self, theta: torch.Tensor, head_samples: torch.Tensor,
+                           batch: KernelBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(K, Phi) of one network from its Theta and its head weight's per-sample gradients: K = Theta (MAML) or
+        the head-weight part of the same pass in float64, = ways <phi, phi'> (ANIL; what the original's Opacus
+        "NNGP" is); Phi None when Theta ~ K."""
         spec = self.cfg.kernel
+        assert spec is not None
         if spec.inner == "maml":
             k = theta
         else:
-            # the head-weight part of the same pass, = ways <phi, phi'> (what the original's Opacus "NNGP" is)
-            k = gram_from_grads([grads["head.weight"].double()])
+            k = gram_from_grads([head_samples.double()])
             if torch.allclose(theta.double(), k, rtol=1e-5, atol=1e-8):
-                return theta, k, None
-        return theta, k, metantk(theta, k, batch.n_tasks, spec.inner_time, spec.reg, n_query=batch.n_query)
+                return k, None
+        return k, metantk(theta, k, batch.n_tasks, spec.inner_time, spec.reg, n_query=batch.n_query)
 
     def metantk_condition(self, mask: np.ndarray, batch: KernelBatch, head: nn.Linear) -> float:
         phi = self.metantk_kernels(mask, batch, head)[2]
@@ -288,20 +295,11 @@ class Scorer:
         terms["head.weight"] = torch.stack(
             [hs.reshape(group, -1) @ hs.reshape(group, -1).T for hs in head_samples.split(group)])
         theta = sum_gram_terms(terms, order)
-        spec = self.cfg.kernel
-        assert spec is not None
         out = []
         for g, (_, inputs, _) in enumerate(nets):
             assert isinstance(inputs, KernelBatch)
-            if spec.inner == "maml":
-                k = theta[g]
-            else:   # the head-weight gram in float64, as metantk_kernels forms it
-                k = gram_from_grads([head_samples[g * group:(g + 1) * group].double()])
-                if torch.allclose(theta[g].double(), k, rtol=1e-5, atol=1e-8):
-                    out.append(float(nan))
-                    continue
-            phi = metantk(theta[g], k, inputs.n_tasks, spec.inner_time, spec.reg, n_query=inputs.n_query)
-            out.append(condition_number(phi, nan))
+            _, phi = self._inner_and_metantk(theta[g], head_samples[g * group:(g + 1) * group], inputs)
+            out.append(float(nan) if phi is None else condition_number(phi, nan))
         return out
 
     def kernel_deltas(self, work: list[tuple[np.ndarray, np.ndarray, tuple[int, ...]]],
