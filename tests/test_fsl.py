@@ -158,6 +158,22 @@ def test_sgd_is_torchs_sgd_bitwise():
     assert same(a.state_dict(), b.state_dict())
 
 
+def test_a_checkpoint_of_another_config_or_cell_is_not_resumed(tiny_prepared, tmp_path, caplog):
+    """A finished run's checkpoint left in the run directory: retraining there with a changed lr (or another
+    genotype) must give a fresh run's weights, not the old model."""
+    data = load_split(tiny_prepared, "train")
+    g = random_genotype(2, 5)
+    ck = tmp_path / "run"
+    old, _ = train_model(g, tcfg(epochs=2), data, ck, CPU, progress=False)
+    fresh, _ = train_model(g, tcfg(epochs=2, lr=0.04), data, tmp_path / "fresh", CPU, progress=False)
+    changed, state = train_model(g, tcfg(epochs=2, lr=0.04), data, ck, CPU, progress=False)
+    assert "another training config or genotype" in caplog.text and state.resumes == []
+    assert same(weights(fresh), weights(changed)) and not same(weights(old), weights(changed))
+    other = random_genotype(3, 5)
+    assert same(weights(train_model(other, tcfg(epochs=2, lr=0.04), data, ck, CPU, progress=False)[0]),
+                weights(train_model(other, tcfg(epochs=2, lr=0.04), data, tmp_path / "o", CPU, progress=False)[0]))
+
+
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_prepared, tmp_path, caplog):
     data = load_split(tiny_prepared, "train")
     g = random_genotype(2, 5)

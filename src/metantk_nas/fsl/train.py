@@ -10,11 +10,13 @@ and within the epoch when SIGTERM/SIGUSR1 arrive (SLURM preemption / time limit)
 checkpoint holds the model, the optimiser's momentum buffers, the grad scaler, the epoch, the step within it and
 the epoch's running loss/accuracy sums, and the stage exits with ``preemption.EXIT_REQUEUE``; the resumed run goes on
 from that step to the same weights, bit for bit on CPU.  A corrupt checkpoint is reported and the previous one
-(or a fresh start) is used, never a partial state.
+(or a fresh start) is used, never a partial state.  A checkpoint records the fingerprint of its genotype and
+training config (:func:`run_fingerprint`); one of another fingerprint (the config changed since) is not resumed.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import time
@@ -34,7 +36,7 @@ from ..data.transforms import TrainAugment
 from ..nas.genotype import Genotype
 from ..nas.networks import EvalNet, count_parameters, init_weights_
 from ..preemption import Preempted, SignalFlag
-from ..provenance import write_bytes_atomic, write_text_atomic
+from ..provenance import sha256_json, write_bytes_atomic, write_text_atomic
 from ..seeding import derive_seed, torch_gen
 
 log = logging.getLogger(__name__)
@@ -115,11 +117,13 @@ def build_model(genotype: Genotype, cfg: TrainConfig, n_classes: int) -> EvalNet
 CKPT_FIELDS = ("epoch", "step", "loss_sum", "correct", "epoch_seconds", "seconds", "resumes")
 
 
-def _save_checkpoint(path: Path, model: nn.Module, opt: SGD, scaler: torch.amp.GradScaler, state: TrainState) -> None:
+def _save_checkpoint(path: Path, model: nn.Module, opt: SGD, scaler: torch.amp.GradScaler, state: TrainState,
+                     fingerprint: str) -> None:
     """Everything the rest of the run depends on; the data order and every augmentation and drop-path draw are
     functions of (seed, epoch, step), so (epoch, step) restores them."""
     buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+    torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict(),
                 **{k: getattr(state, k) for k in CKPT_FIELDS},
                 "log": [[r[k] for k in LOG_FIELDS] for r in state.log]}, buf)
     last = path / "ckpt_last.pt"
@@ -128,13 +132,23 @@ def _save_checkpoint(path: Path, model: nn.Module, opt: SGD, scaler: torch.amp.G
     write_bytes_atomic(last, buf.getvalue())
 
 
-def _load_checkpoint(path: Path, model: nn.Module, opt: SGD, scaler: torch.amp.GradScaler) -> TrainState:
+def run_fingerprint(genotype: Genotype, cfg: TrainConfig) -> str:
+    """What a checkpoint belongs to: the genotype and every training setting.  A checkpoint of another
+    fingerprint (the config or the cell changed since it was written) is never resumed."""
+    return sha256_json({"genotype": genotype.to_dict(), "train": dataclasses.asdict(cfg)})
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt: SGD, scaler: torch.amp.GradScaler,
+                     fingerprint: str) -> TrainState:
     for name in ("ckpt_last.pt", "ckpt_prev.pt"):
         f = path / name
         if not f.exists():
             continue
         try:
             ck = torch.load(f, map_location="cpu", weights_only=True)
+            if ck.get("fingerprint") != fingerprint:
+                log.warning("%s: a checkpoint of another training config or genotype; starting afresh", f)
+                return TrainState()
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             if ck.get("scaler"):
@@ -177,7 +191,8 @@ def train_model(genotype: Genotype, cfg: TrainConfig, data: PreparedSplit, ckpt_
         model = model.to(memory_format=torch.channels_last)
     opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.mixed_precision)
-    state = _load_checkpoint(ckpt_dir, model, opt, scaler)
+    fingerprint = run_fingerprint(genotype, cfg)
+    state = _load_checkpoint(ckpt_dir, model, opt, scaler, fingerprint)
     aug = TrainAugment(cfg.image_size, cfg.crop_padding, cfg.color_jitter, data.mean, data.std)
     labels = torch.as_tensor(np.asarray(data.labels))
     n = len(labels)
@@ -216,11 +231,11 @@ def train_model(genotype: Genotype, cfg: TrainConfig, data: PreparedSplit, ckpt_
                 if on_step is not None:
                     on_step(epoch, step)
                 if sig.hit is not None and state.step < steps:
-                    _save_checkpoint(ckpt_dir, model, opt, scaler, state)
+                    _save_checkpoint(ckpt_dir, model, opt, scaler, state, fingerprint)
                     raise Preempted(f"signal {sig.hit}: checkpointed at epoch {epoch + 1}, step {state.step}/{steps}; "
                                     "rerun to resume")
             _finish_epoch(state, cfg, steps, lr)
-            _save_checkpoint(ckpt_dir, model, opt, scaler, state)
+            _save_checkpoint(ckpt_dir, model, opt, scaler, state, fingerprint)
             if sig.hit is not None:
                 raise Preempted(f"signal {sig.hit}: checkpointed after epoch {state.epoch}; rerun to resume")
     return model, state
