@@ -1,6 +1,7 @@
 # MetaNTK-NAS reproduction DAG. What runs is decided by the config (see config/README.md), never by editing rules:
 #   snakemake --cores 2 --configfile config/smoke.yaml     # the embedded synthetic demo (what `make demo` runs)
 #   snakemake --profile slurm                               # the paper grid on a SLURM cluster
+#   snakemake --cores 2 --configfile config/smoke.yaml study   # the score-vs-accuracy study (Table 3), not in `all`
 
 
 configfile: "config/config.yaml"
@@ -14,9 +15,11 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/study.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{RES}/tables/table1.tex",
         f"{RES}/tables/table2.tex",

@@ -38,13 +38,14 @@ def load_model(path, genotype, channels, cells, n_classes):
 def main(args, cfg):
     cli.set_threads(args.threads)
     device = cli.resolve_device(cfg)
-    ec = eval_config(cfg)
+    ec = eval_config(cfg, cfg["study"]["episodes"] if args.study else None)
     prepared, out = Path(args.prepared), Path(args.out)
     n_classes = len(load_manifest(prepared)["splits"]["train"]["classes"])
     model = load_model(args.model, load_genotype(args.genotype), cfg["train"]["channels"], args.cells, n_classes).to(device)
     test = load_split(prepared, "test")
     prov = Provenance("evaluate", {"run": {k: getattr(args, k) for k in ("dataset", "method", "cells", "seed")},
-                                   **stage_config_subset(cfg, "evaluate")}, seed=ec.seed)
+                                   **stage_config_subset(cfg, "study_evaluate" if args.study else "evaluate")},
+                      seed=ec.seed)
     prov.add_inputs([args.model, args.genotype, prepared / "manifest.json", prepared / "test_images.npy",
                      prepared / "test_labels.npy"])
     try:
@@ -63,4 +64,6 @@ if __name__ == "__main__":
     p.add_argument("--genotype", required=True, help="genotype.json")
     p.add_argument("--prepared", required=True, help="prepared dataset directory")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--study", action="store_true",
+                   help="a run of the score-vs-accuracy study: study.episodes episodes (null: evaluate.episodes)")
     sys.exit(cli.run(main, p))

@@ -24,16 +24,18 @@ from metantk_nas.provenance import Provenance, device_name, write_json_atomic
 def main(args, cfg):
     cli.set_threads(args.threads)
     device = cli.resolve_device(cfg)
-    tc = train_config(cfg, args.dataset, args.cells, args.seed)
+    budget = cfg["study"]["recipe"] if args.study else "full"
+    tc = train_config(cfg, args.dataset, args.cells, args.seed, budget)
     prepared, out = Path(args.prepared), Path(args.out)
     data = load_split(prepared, "train")
     prov = Provenance("train", {"run": {k: getattr(args, k) for k in ("dataset", "method", "cells", "seed")},
-                                **stage_config_subset(cfg, "train")}, seed=args.seed)
+                                **stage_config_subset(cfg, "study_train" if args.study else "train")}, seed=args.seed)
     prov.add_inputs([args.genotype, prepared / "manifest.json", prepared / "train_images.npy",
                      prepared / "train_labels.npy"])
     model, state = train_model(load_genotype(args.genotype), tc, data, out / "checkpoints", device,
                                progress=not args.no_progress)
-    title = f"{args.dataset}, {args.method}, {args.cells} cells, seed {args.seed}: RFS pre-training"
+    title = f"{args.dataset}, {args.method}, {args.cells} cells, seed {args.seed}: RFS pre-training" + \
+        ("" if budget == "full" else f" ({budget} budget)")
     metrics = write_outputs(model, state, out, device, title) | {"device": device_name(), "n_classes": data.n_classes,
                                                           "cells": tc.cells, "channels": tc.channels}
     write_json_atomic(out / "metrics.json", metrics)
@@ -46,4 +48,6 @@ if __name__ == "__main__":
     p.add_argument("--genotype", required=True, help="genotype.json")
     p.add_argument("--prepared", required=True, help="prepared dataset directory")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--study", action="store_true",
+                   help="a run of the score-vs-accuracy study: train with study.recipe (full, or a study.budgets entry)")
     sys.exit(cli.run(main, p))

@@ -83,6 +83,9 @@ SCRIPT_ARGS = {   # the required arguments of every script that reads the config
     "export_genotype": ["--search", "s.json", "--out", "o"],
     "make_dvc": ["--out", "dvc.yaml"],
     "compare_cells": ["--genotypes", "metantk=g.json", "--out", "o/cells"],
+    "study_score": ["--dataset", "mini", "--method", "random", "--cells", "5", "--seed", "1000", "--genotype", "g.json",
+                    "--prepared", "p", "--out", "o"],
+    "study": ["--results", "r", "--out", "o"],
 }
 
 

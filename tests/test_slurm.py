@@ -68,6 +68,22 @@ def test_paper_grid_dry_run_with_the_shipped_profile(slurm, tmp_path):
         assert all(("slurm_extra=--signal=TERM@300" in b) == warned for b in jobs), rule
 
 
+def test_paper_study_dry_run_uses_the_stages_resources(slurm, tmp_path):
+    """`snakemake study --profile slurm`: the study's jobs get the per-stage requests of search, train, evaluate
+    and tables (config/config.yaml: 30 random cells + 12 grid cells per cell count on mini)."""
+    wd = _copy(tmp_path / "study")
+    proc = _snakemake(wd, "study", "--profile", "slurm", "-n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
+    assert counts["study_score"] == "84" and counts["study"] == "1" and "study_train" not in counts
+    blocks = out.split("\n\n")
+    for rule, partition, request in (("study_score", "gpu", "mem_mb=32000"), ("study", "cpu", "mem_mb=4000"),
+                                     ("train", "gpu", "mem_mb=48000")):
+        jobs = [b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M)]
+        assert jobs and all(f"slurm_partition={partition}" in b and request in b for b in jobs), rule
+
+
 
 
 def _signal_jobs_when(watch: dict[str, Path], proc: subprocess.Popen, timeout: float = 600) -> dict[str, str]:

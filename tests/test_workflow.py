@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import PY, ROOT, require, run_script
@@ -181,22 +182,23 @@ def test_dvc_push_and_pull_round_trip_every_artifact(dvc_run, tmp_path):
     for path in outs:
         a, b = wd / path, saved / path
         if a.is_dir():
-            assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir()), path
-            for f in a.iterdir():
-                assert f.read_bytes() == (b / f.name).read_bytes(), f
+            files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+            assert files == sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file()), path
+            for f in files:
+                assert (a / f).read_bytes() == (b / f).read_bytes(), f
         else:
             assert a.read_bytes() == b.read_bytes(), path
     assert ran_stages(dvc(wd, "repro")) == set()
 
 
 def snakemake_dag(wd, configfile: str) -> tuple[set[str], set[tuple[str, str]]]:
-    """Jobs and edges of `snakemake --dag --forceall`, each job named as its DVC stage.
+    """Jobs and edges of `snakemake --dag --forceall all study`, each job named as its DVC stage.
 
     A dot label shows only the wildcards a job does not share with its dependencies, so a job's wildcards are
     collected from its label and those of all its ancestors."""
     from metantk_nas.config import Run
 
-    dot = snakemake("--dag", "--forceall", "--cores", "1", "--configfile", configfile, cwd=wd).stdout
+    dot = snakemake("--dag", "--forceall", "--cores", "1", "all", "study", "--configfile", configfile, cwd=wd).stdout
     labels = {i: lab.split("\\n") for i, lab in re.findall(r'^\s*(\d+)\[label = "([^"]*)"', dot, flags=re.M)}
     edges = re.findall(r"^\s*(\d+) -> (\d+)$", dot, flags=re.M)
     parents: dict[str, set[str]] = {i: set() for i in labels}
@@ -211,7 +213,7 @@ def snakemake_dag(wd, configfile: str) -> tuple[set[str], set[tuple[str, str]]]:
 
     def name(i: str) -> str:
         rule, wc = labels[i][0], wildcards(i)
-        if rule in ("tables", "all"):
+        if rule in ("tables", "all", "study"):
             return rule
         if rule == "prepare_data":
             return f"prepare_data@{wc['dataset']}"
@@ -239,7 +241,7 @@ def test_dvc_dag_equals_the_snakemake_dag(dvc_run):
             ("prepare_data@synthetic", "search@synthetic-metantk-5-0")} <= dvc_edges
 
 
-def test_dvc_train_param_change_reruns_only_train_evaluate_and_tables(dvc_run):
+def test_dvc_train_param_change_reruns_only_the_trainings_evaluations_tables_and_study(dvc_run):
     """Runs last: it edits the config of the shared repository."""
     wd, _ = dvc_run
     tiny = wd / "tests/configs/tiny.yaml"
@@ -247,7 +249,9 @@ def test_dvc_train_param_change_reruns_only_train_evaluate_and_tables(dvc_run):
     before = {p: p.read_bytes() for p in (wd / "results/tiny").rglob("search.json")}
     proc = dvc(wd, "repro")
     stages = _stages(wd)
-    assert ran_stages(proc) == {s for s in stages if s.startswith(("train@", "evaluate@"))} | {"tables"}, proc.stdout
+    # the tiny study trains on its own tree (a budget of the same recipe), so its trainings and analysis rerun too
+    retrained = ("train@", "evaluate@", "study_train@", "study_evaluate@")
+    assert ran_stages(proc) == {s for s in stages if s.startswith(retrained)} | {"tables", "study"}, proc.stdout
     assert all(p.read_bytes() == b for p, b in before.items())
     assert ran_stages(dvc(wd, "repro")) == set()
 
@@ -290,6 +294,53 @@ def test_snakemake_report_has_tables_cells_and_training_curves(tiny_run):
                    "synthetic 5 cells: every method"):
         assert needle in html, needle
 
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tiny_run):
+    """`snakemake study` on the tiny config, after the grid: its own tree (a budget, 6 episodes)."""
+    snakemake("study", "--cores", "2", "--configfile", "tests/configs/tiny.yaml", cwd=tiny_run)
+    return tiny_run
+
+
+def test_study_dag_runs_end_to_end_on_the_tiny_config(tiny_study):
+    import pandas as pd
+    from scipy.stats import kendalltau, spearmanr
+
+    out = tiny_study / "results/tiny/study"
+    archs = pd.read_csv(out / "architectures.csv")
+    # 3 random cells (seeds 10..12) + the grid's metantk, linreg and random runs
+    assert sorted(zip(archs.method, archs.seed)) == [("linreg", 0), ("metantk", 0), ("random", 0), ("random", 10),
+                                                     ("random", 11), ("random", 12)]
+    for r in archs.itertuples():
+        run = f"synthetic/{r.method}/cells5/seed{r.seed}"
+        few = json.loads((tiny_study / f"results/tiny/study-runs/{run}/fewshot.json").read_text())["results"]
+        assert len(few["1shot"]["per_episode"]) == 6                                  # study.episodes
+        assert r.acc_1shot == pytest.approx(few["1shot"]["mean"])
+        scores = json.loads((tiny_study / f"results/tiny/{run}/scores.json").read_text())["scores"]
+        assert r.ntk == pytest.approx(scores["ntk"]) and r.regions == scores["regions"]
+    # the reported statistics are scipy's on the table of architectures
+    corr = json.loads((out / "study.json").read_text())["correlations"]
+    for c in corr:
+        if c["score"] == "rank_sum":
+            continue
+        x, y = archs[c["score"]], archs[f"acc_{c['shots']}shot"]
+        tau, rho = kendalltau(x, y).statistic, spearmanr(x, y).statistic
+        assert (c["tau"] is None and np.isnan(tau)) or c["tau"] == pytest.approx(tau), c
+        assert (c["rho"] is None and np.isnan(rho)) or c["rho"] == pytest.approx(rho), c
+    assert "Kendall $\\tau$" in (out / "study.tex").read_text()
+    assert (out / "figures/scatter-synthetic-5-metantk_maml.png").stat().st_size > 10_000
+    proc = audit(tiny_study, "results/tiny/study/study.tex")
+    assert proc.returncode == 0, proc.stderr
+    noop = snakemake("-n", "study", "--cores", "1", "--configfile", "tests/configs/tiny.yaml", cwd=tiny_study)
+    assert "Nothing to be done" in noop.stdout + noop.stderr
+
+
+def test_study_report_has_table3_and_the_scatter_plots(tiny_study):
+    snakemake("--report", "study.html", "study", "--configfile", "tests/configs/tiny.yaml", cwd=tiny_study)
+    html = (tiny_study / "study.html").read_text(errors="replace")
+    for needle in ("Study", "study.csv", "stability.csv", "scatter-synthetic-5-ntk.png", "synthetic 5 cells"):
+        assert needle in html, needle
 
 
 def test_killed_run_leaves_a_lock_with_an_unlock_hint(tmp_path):
@@ -350,4 +401,4 @@ def test_conda_environments_pin_what_requirements_txt_pins():
     cuda = (ROOT / "workflow/envs/pipeline-cuda.yaml").read_text()
     assert "download.pytorch.org/whl/cu" in cuda
     rules = "\n".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
-    assert len(re.findall(r"^    conda:", rules, re.M)) == len(re.findall(r"^rule ", rules, re.M)) == 8
+    assert len(re.findall(r"^    conda:", rules, re.M)) == len(re.findall(r"^rule ", rules, re.M)) == 10

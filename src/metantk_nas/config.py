@@ -87,6 +87,24 @@ def validate_config(cfg: Any) -> None:
             raise ConfigError(f"config: data.datasets.{name}.synthetic: required for format 'synthetic'")
         if ds["format"] != "synthetic" and "source" not in ds:
             raise ConfigError(f"config: data.datasets.{name}.source: required for format {ds['format']!r}")
+    _validate_study(cfg)
+
+
+def _validate_study(cfg: Mapping[str, Any]) -> None:
+    st = cfg["study"]
+    for d in st["datasets"]:
+        if d not in cfg["data"]["datasets"]:
+            raise ConfigError(f"config: study.datasets: dataset {d!r} is not defined under data.datasets "
+                              f"(defined: {', '.join(cfg['data']['datasets'])})")
+        for c in st["cells"]:
+            if str(c) not in _per_dataset(cfg["train"]["recipes"], d)["batch_size"]:
+                raise ConfigError(f"config: study.cells: train.recipes of {d!r} has no batch_size for {c} cells")
+    if "full" in st["budgets"]:
+        raise ConfigError("config: study.budgets: the name 'full' is reserved (study.recipe: full = train.recipes as "
+                          "they are); name the budget otherwise")
+    if st["recipe"] != "full" and st["recipe"] not in st["budgets"]:
+        raise ConfigError(f"config: study.recipe: expected 'full' or a key of study.budgets "
+                          f"({', '.join(st['budgets']) or 'none defined'}), got {st['recipe']!r}")
 
 
 def _most_specific(errors: list[Any]) -> Any:
@@ -232,9 +250,18 @@ def search_config(cfg: Mapping[str, Any], dataset: str, method: str, cells: int,
                         fidelity=FidelitySwitches(**s["fidelity"]), **plain)
 
 
-def train_config(cfg: Mapping[str, Any], dataset: str, cells: int, seed: int) -> TrainConfig:
+def budget_recipe(recipe: Mapping[str, Any], fraction: float) -> dict[str, Any]:
+    """A recipe shortened to ``fraction`` of its epochs, the lr milestones scaled alike (rounded, at least 1)."""
+    return {**recipe, "epochs": max(1, round(recipe["epochs"] * fraction)),
+            "decay_epochs": sorted({max(1, round(d * fraction)) for d in recipe["decay_epochs"]})}
+
+
+def train_config(cfg: Mapping[str, Any], dataset: str, cells: int, seed: int, budget: str = "full") -> TrainConfig:
+    """The training recipe of (dataset, cells); ``budget``: "full", or a key of study.budgets that shortens it."""
     t = cfg["train"]
     r = _per_dataset(t["recipes"], dataset)
+    if budget != "full":
+        r = budget_recipe(r, cfg["study"]["budgets"][budget]["fraction"])
     bs = r["batch_size"].get(str(cells))
     if bs is None:
         raise ConfigError(f"config: train.recipes.{dataset}.batch_size: no entry for {cells} cells")
@@ -246,10 +273,11 @@ def train_config(cfg: Mapping[str, Any], dataset: str, cells: int, seed: int) ->
                        channels_last=t["channels_last"])
 
 
-def eval_config(cfg: Mapping[str, Any]) -> EvalConfig:
+def eval_config(cfg: Mapping[str, Any], episodes: int | None = None) -> EvalConfig:
+    """The evaluation settings; ``episodes`` replaces evaluate.episodes (the study's study.episodes)."""
     e = cfg["evaluate"]
     t = cfg["train"]
-    return EvalConfig(episodes=e["episodes"], ways=e["ways"], shots=tuple(e["shots"]), queries=e["queries"],
+    return EvalConfig(episodes=episodes or e["episodes"], ways=e["ways"], shots=tuple(e["shots"]), queries=e["queries"],
                       support_augmentations=e["support_augmentations"], C=e["C"], seed=e["seed"],
                       solver=e["solver"], feature_batch=e["feature_batch"], image_size=t["image_size"],
                       crop_padding=t["crop_padding"], color_jitter=t["color_jitter"], channels_last=t["channels_last"])
@@ -313,6 +341,46 @@ def comparisons(cfg: Mapping[str, Any]) -> list[Comparison]:
     return [comparison(cfg, d, c, s) for (d, c), s in first.items()]
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The score-vs-accuracy study (`snakemake study`, docs/study.md)
+# ----------------------------------------------------------------------------------------------------------------
+STUDY_METHODS = ("metantk", "tenas", "linreg", "random")   # the grid's searched methods whose cells the study adds
+STUDY_SCORES = ("metantk_maml", "metantk_anil", "ntk", "regions", "params", "rank_sum")
+
+
+def study_runs(cfg: Mapping[str, Any]) -> list[Run]:
+    """The study's architectures, each named by the run whose genotype.json it is: per (dataset, cells) the random
+    cells of seeds first_seed .. first_seed + N - 1, then (include_grid) the grid's searched runs, without
+    duplicates."""
+    st = cfg["study"]
+    grid = list(iter_runs(cfg))
+    out: list[Run] = []
+    for d in st["datasets"]:
+        for c in st["cells"]:
+            runs = [Run(d, "random", c, st["first_seed"] + i) for i in range(st["architectures"])]
+            if st["include_grid"]:
+                runs += [r for r in grid if (r.dataset, r.cells) == (d, c) and r.method in STUDY_METHODS]
+            out += [r for r in dict.fromkeys(runs) if r not in out]
+    return out
+
+
+def study_reuses_grid(cfg: Mapping[str, Any]) -> bool:
+    """With the full recipe and the grid's episodes, an architecture's accuracy is its run's own fewshot.json (the
+    grid's runs are not trained twice); otherwise the study trains and evaluates under results/{exp}/study-runs."""
+    return cfg["study"]["recipe"] == "full" and cfg["study"]["episodes"] is None
+
+
+def study_run_root(cfg: Mapping[str, Any]) -> str:
+    """Where, under results/{experiment}, the study's trained runs live ("" = the grid's own tree)."""
+    return "" if study_reuses_grid(cfg) else "study-runs"
+
+
+def study_figures(cfg: Mapping[str, Any]) -> list[str]:
+    """The scatter plots of the study, relative to results/{experiment}/study/."""
+    st = cfg["study"]
+    return [f"figures/scatter-{d}-{c}-{s}.png" for d in st["datasets"] for c in st["cells"] for s in STUDY_SCORES]
+
+
 # The config keys (dotted paths) each stage reads: Snakemake's params hashes, the provenance records and the
 # `params` of dvc.yaml are all derived from this one table.
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
@@ -323,6 +391,11 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter",
                  "train.channels_last"),
     "tables": ("tables", "grid"),
+    "study_score": ("search",),
+    "study_train": ("train", "study.recipe", "study.budgets"),
+    "study_evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter",
+                       "train.channels_last", "study.episodes"),
+    "study": ("study", "grid", "search.kernels", "evaluate.shots"),
 }
 
 

@@ -6,6 +6,10 @@ from metantk_nas.config import (
     comparison,
     comparisons,
     iter_runs,
+    STUDY_METHODS,
+    study_figures,
+    study_run_root,
+    study_runs,
     stage_config_subset,
     validate_config,
 )
@@ -53,6 +57,7 @@ GPU_ENV = "../envs/pipeline-cuda.yaml"
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
+    method="[a-z]+",
     cells="[0-9]+",
     seed="[0-9]+",
 
@@ -124,3 +129,26 @@ def compared(wildcards):
         )
     except ConfigError as e:
         raise WorkflowError(str(e)) from None
+
+
+# The score-vs-accuracy study (study.smk; docs/study.md)
+STUDY_RUNS = study_runs(config)
+STUDY_GRID = [r for r in RUNS if r.method in STUDY_METHODS]
+STUDY_TREE = f"{RES}/{study_run_root(config)}".rstrip("/")
+STUDY_OUT = f"{RES}/study"
+STUDY_RUN_DIR = f"{RES}/study-runs/{{dataset}}/{{method}}/cells{{cells}}/seed{{seed}}"
+STUDY_TABLES = [
+    *(f"{n}.{e}" for n in ("study", "stability") for e in ("tex", "md")),
+    "architectures.csv",
+    "study.json",
+]
+
+
+def study_run_dir(wildcards):
+    return STUDY_RUN_DIR.format(**wildcards)
+
+
+def scatter_subcategory(figure):
+    """The report subcategory of figures/scatter-{dataset}-{cells}-{score}.png: "{dataset} {cells} cells"."""
+    _, dataset, cells, _ = Path(figure).stem.split("-", 3)
+    return f"{dataset} {cells} cells"

@@ -26,10 +26,11 @@ rule train:
         prepared=prepared_dir,
         out=run_dir,
         cfg=params_hash("train"),
+        study="",
     shell:
         "exec {params.py} scripts/train.py --configfile {params.configfiles} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--cells {wildcards.cells} --seed {wildcards.seed} --threads {threads} --no-progress "
-        "--genotype {input.genotype} --prepared {params.prepared} --out {params.out} 2> {log}"
+        "--genotype {input.genotype} --prepared {params.prepared} --out {params.out} {params.study} 2> {log}"
 
 
 rule evaluate:
@@ -53,7 +54,8 @@ rule evaluate:
         prepared=prepared_dir,
         out=run_dir,
         cfg=params_hash("evaluate"),
+        study="",
     shell:
         "{params.py} scripts/evaluate.py --configfile {params.configfiles} --dataset {wildcards.dataset} --method {wildcards.method} "
         "--cells {wildcards.cells} --seed {wildcards.seed} --threads {threads} --no-progress "
-        "--model {input.model} --genotype {input.genotype} --prepared {params.prepared} --out {params.out} 2> {log}"
+        "--model {input.model} --genotype {input.genotype} --prepared {params.prepared} --out {params.out} {params.study} 2> {log}"

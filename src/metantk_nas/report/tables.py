@@ -128,6 +128,7 @@ class Table:
     bold_groups: list[list[int]]   # row indices among which the best value per numeric column is bold
     caption: str
     notes: list[str]
+    source_column: bool = True     # the frame's last column says ours / quoted (False: every row is ours)
 
     def _best(self) -> set[tuple[int, int]]:
         best: set[tuple[int, int]] = set()
@@ -182,9 +183,9 @@ class Table:
 
     def frame(self) -> pd.DataFrame:
         cols = [f"{g} {c}".strip() if g else c for g, c in zip(self._group_per_column(), self.columns)]
-        data = [[self.cell_text(i, j) for j in range(len(self.columns))] + ["quoted" if self.quoted[i] else "ours"]
-                for i in range(len(self.rows))]
-        return pd.DataFrame(data, columns=cols + ["source"])
+        source = [["quoted" if q else "ours"] if self.source_column else [] for q in self.quoted]
+        data = [[self.cell_text(i, j) for j in range(len(self.columns))] + source[i] for i in range(len(self.rows))]
+        return pd.DataFrame(data, columns=cols + (["source"] if self.source_column else []))
 
     def _group_per_column(self) -> list[str]:
         out = []
@@ -203,7 +204,8 @@ class Table:
 
 def _tex(s: str) -> str:
     return (s.replace("✓", "\\checkmark").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_").replace("#", "\\#")
-            .replace("–", "--").replace("†", "$^\\dagger$"))
+            .replace("–", "--").replace("†", "$^\\dagger$").replace("τ", "$\\tau$").replace("ρ", "$\\rho$")
+            .replace("κ", "$\\kappa$"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -331,9 +331,12 @@ class Scorer:
         pats = activation_patterns(lambda x: self.thin(x, mask), self.thin_relus, inputs)
         return count_unique_patterns(pats)
 
+    def keyed_region_inputs(self, *key: int) -> list[torch.Tensor]:
+        """The linear-region inputs of one repeat, drawn from its key."""
+        return self.region_inputs(np.random.default_rng([*self.stream, *key, 5]), torch_gen(*self.stream, *key, 6))
+
     def region_delta(self, origin: np.ndarray, candidate: np.ndarray, *key: int) -> float:
-        rng = np.random.default_rng([*self.stream, *key, 5])
-        inputs = self.region_inputs(rng, torch_gen(*self.stream, *key, 6))
+        inputs = self.keyed_region_inputs(*key)
         return relative_change(self.regions(origin, inputs), self.regions(candidate, inputs), self.cfg.precision)
 
 

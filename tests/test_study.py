@@ -1,0 +1,280 @@
+"""The score-vs-accuracy study: statistics against hand-computed values, the analysis on fabricated score and
+accuracy files, its LaTeX, the config and its errors, the scores against an independent kernel, and (integration)
+the study DAG end to end on the tiny config and its dry run on the smoke config."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metantk_nas.config import Run, budget_recipe, load_config, study_runs, train_config
+from metantk_nas.errors import ConfigError, PipelineError
+from metantk_nas.nas.genotype import Genotype
+from metantk_nas.report.study import (agreement, collect, correlation, correlations, rank_sum, resamples, spread,
+                                      stability, stability_table, table3)
+
+from conftest import ROOT, require, run_script
+
+SMOKE = [ROOT / "config/config.yaml", ROOT / "config/smoke.yaml"]
+TINY = [ROOT / "config/config.yaml", ROOT / "tests/configs/tiny.yaml"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# statistics against hand computations
+# ---------------------------------------------------------------------------------------------------------------
+def test_tau_and_rho_match_a_hand_count():
+    # x = 1..5, y = 1 3 2 5 4: of the 10 pairs, (2,3) and (4,5) are discordant, 8 concordant -> tau = (8-2)/10.
+    # rank differences 0 1 1 1 1 -> sum d^2 = 4 -> rho = 1 - 6*4 / (5*(25-1)) = 0.8
+    r = correlation([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], np.zeros((0, 5), dtype=int))
+    assert r.tau == pytest.approx(0.6) and r.rho == pytest.approx(0.8) and r.n == 5
+    assert np.isnan(r.tau_ci).all()   # no resamples: no interval
+    # ties: x = 1 1 2 3, y = 1 2 3 4. pairs: 5 concordant, 1 tied in x only -> tau-b = 5 / sqrt(6 * 5)
+    assert correlation([1, 1, 2, 3], [1, 2, 3, 4], np.zeros((0, 4), dtype=int)).tau == pytest.approx(5 / np.sqrt(30))
+
+
+def test_perfectly_anticorrelated_scores_give_minus_one_and_a_degenerate_interval():
+    x = np.arange(12.0)
+    boot = resamples(12, 200, 0, 1)
+    r = correlation(x, 50 - 3 * x, boot)
+    assert r.tau == pytest.approx(-1) and r.rho == pytest.approx(-1)
+    # every resample of a monotone decreasing relation is itself decreasing (duplicates tie in x and y together)
+    assert r.tau_ci == pytest.approx((-1, -1)) and r.rho_ci == pytest.approx((-1, -1))
+
+
+def test_bootstrap_interval_is_the_percentiles_of_the_resampled_statistic():
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=20)
+    y = x + rng.normal(size=20)
+    boot = resamples(20, 300, 7, 3)
+    r = correlation(x, y, boot)
+    taus = [kendalltau(x[i], y[i]).statistic for i in boot]
+    assert r.tau_ci == pytest.approx(tuple(np.nanpercentile(taus, [2.5, 97.5])))
+    assert r.tau_ci[0] < r.tau < r.tau_ci[1]
+    assert (resamples(20, 300, 7, 3) == boot).all() and not (resamples(20, 300, 8, 3) == boot).all()
+
+
+def test_constant_score_has_no_correlation():
+    r = correlation([2.0] * 6, [1, 2, 3, 4, 5, 6], resamples(6, 20, 0))
+    assert np.isnan(r.tau) and np.isnan(r.rho)
+
+
+def test_rank_sum_is_the_rank_of_kappa_plus_the_rank_of_minus_regions():
+    # kappa 3 1 2 -> ranks 3 1 2; regions 10 30 20 -> -regions -10 -30 -20 -> ranks 3 1 2; sum 6 2 4
+    assert rank_sum([3.0, 1.0, 2.0], [10, 30, 20]).tolist() == [6, 2, 4]
+    # a tie in kappa takes the average rank: 1.5 1.5 3 + (regions 5 5 9 -> -5 -5 -9 -> 2.5 2.5 1)
+    assert rank_sum([1.0, 1.0, 4.0], [5, 5, 9]).tolist() == [4, 4, 4]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stability
+# ---------------------------------------------------------------------------------------------------------------
+A = Genotype.make([[("sep_conv_3x3", 0), ("conv_3x3", 1)], [("max_pool_3x3", 0), ("conv_3x3", 2)],
+                   [("skip_connect", 1), ("conv_3x3", 3)]],
+                  [[("sep_conv_3x3", 0), ("conv_3x3", 1)], [("max_pool_3x3", 0), ("conv_3x3", 2)],
+                   [("skip_connect", 1), ("conv_3x3", 3)]])
+# B: normal node 0 has another op on edge 0 (same edge), reduce node 2 takes input 0 instead of 1 (another edge)
+B = Genotype.make([[("dil_conv_3x3", 0), ("conv_3x3", 1)], [("max_pool_3x3", 0), ("conv_3x3", 2)],
+                   [("skip_connect", 1), ("conv_3x3", 3)]],
+                  [[("sep_conv_3x3", 0), ("conv_3x3", 1)], [("max_pool_3x3", 0), ("conv_3x3", 2)],
+                   [("skip_connect", 0), ("conv_3x3", 3)]])
+
+
+def test_agreement_counts_shared_edges_and_ops_by_hand():
+    # 12 edges each. Edges: B lacks (reduce, 2, 1) -> 11/12. Ops: B also lacks (normal, 0, 0, sep_conv) -> 10/12
+    assert agreement([A, B], with_ops=False) == pytest.approx(11 / 12)
+    assert agreement([A, B], with_ops=True) == pytest.approx(10 / 12)
+    # three seeds: pairs (A,A)=1, (A,B), (A,B) -> mean
+    assert agreement([A, A, B], with_ops=True) == pytest.approx((1 + 10 / 12 + 10 / 12) / 3)
+    assert np.isnan(agreement([A], with_ops=True))
+
+
+def test_spread_is_the_mean_coefficient_of_variation_over_repeats():
+    # [1, 3]: mean 2, population std 1 -> 0.5; [4, 4]: 0 -> mean 0.25; one repeat has no spread
+    assert spread([[1, 3], [4, 4]]) == pytest.approx(0.25)
+    assert np.isnan(spread([[7.0]]))
+
+
+def test_stability_table_rows(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame([{"dataset": "mini", "method": "metantk", "cells": 5, "origin": "grid",
+                        "repeats_metantk_maml": [1.0, 3.0], "repeats_regions": [10.0, 10.0]}])
+    st = stability({("mini", "metantk", 5): [A, B], ("mini", "tenas", 5): [A]}, df, {("mini", 5): "maml"})
+    rows = stability_table(st).frame()
+    assert rows.iloc[0].tolist() == ["mini-ImageNet", "metantk", "5", "2", "0.92", "0.83", "0.50", "0.00"]
+    assert rows.iloc[1].tolist() == ["mini-ImageNet", "tenas", "5", "1", "--", "--", "--", "--"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the analysis on fabricated files
+# ---------------------------------------------------------------------------------------------------------------
+def fabricate(results: Path, runs: list[Run], kappa, regions, acc1, acc5, repeats=2):
+    for run, k, r, a1, a5 in zip(runs, kappa, regions, acc1, acc5):
+        d = results / run.path
+        d.mkdir(parents=True, exist_ok=True)
+        scores = {"metantk_maml": k, "metantk_anil": 2 * k, "ntk": k + 1, "regions": r, "params": 1000.0 + r}
+        (d / "scores.json").write_text(json.dumps({
+            "genotype_string": "G", "scores": scores,
+            "repeats": {n: [v] * repeats for n, v in scores.items() if n != "params"}}))
+        (d / "fewshot.json").write_text(json.dumps({"results": {"1shot": {"mean": a1}, "5shot": {"mean": a5}}}))
+
+
+def test_analysis_of_fabricated_scores_gives_the_hand_computed_table(tmp_path):
+    runs = [Run("mini", "random", 5, 100 + i) for i in range(5)]
+    sampled = set(runs[:4])
+    # kappa 1..5 against 1-shot 1 3 2 5 4 (tau 0.6, rho 0.8); 5-shot decreasing in kappa (tau -1)
+    fabricate(tmp_path, runs, [1.0, 2.0, 3.0, 4.0, 5.0], [50, 40, 30, 20, 10], [1, 3, 2, 5, 4], [9, 8, 7, 6, 5])
+    df = collect(tmp_path, runs, tmp_path, (1, 5), sampled, {("mini", 5): "maml"})
+    assert df["origin"].tolist() == ["sampled"] * 4 + ["grid"]
+    assert df["acc_1shot"].tolist() == [1, 3, 2, 5, 4]
+    # rank sum = rank(kappa) + rank(-regions) = 2 * (1..5): it orders like kappa
+    assert df["rank_sum"].tolist() == [2, 4, 6, 8, 10]
+    corr = correlations(df, (1, 5), 100, 0)
+    get = lambda score, s: corr[(corr.score == score) & (corr.shots == s)].iloc[0]   # noqa: E731
+    assert get("metantk_maml", 1).tau == pytest.approx(0.6) and get("metantk_maml", 1).rho == pytest.approx(0.8)
+    assert get("metantk_maml", 5).tau == pytest.approx(-1.0)
+    assert get("regions", 1).tau == pytest.approx(-0.6)    # regions decrease in kappa: the opposite sign
+    assert get("rank_sum", 1).tau == pytest.approx(0.6)
+    t = table3(corr, (1, 5), 100, synthetic=False)
+    row = t.frame().iloc[0].tolist()
+    assert row[:5] == ["mini-ImageNet", "5", "MetaNTK κ (MAML)", "-", "5 (4 random)"]
+    assert row[5].startswith("0.60 [") and row[6].startswith("0.80 [") and row[7] == "-1.00 [-1.00, -1.00]"
+    assert "say nothing about mini-ImageNet" not in t.markdown()
+    assert "say nothing about mini-ImageNet" in table3(corr, (1, 5), 100, synthetic=True).markdown()
+
+
+def test_missing_or_corrupt_inputs_name_the_file(tmp_path):
+    runs = [Run("mini", "random", 5, 0), Run("mini", "random", 5, 1)]
+    fabricate(tmp_path, runs, [1.0, 2.0], [1, 2], [1, 2], [1, 2])
+    (tmp_path / runs[1].path / "fewshot.json").write_text("{not json")
+    with pytest.raises(PipelineError, match=r"seed1/fewshot.json: not valid JSON"):
+        collect(tmp_path, runs, tmp_path, (1, 5), set(), {("mini", 5): "maml"})
+    (tmp_path / runs[0].path / "scores.json").unlink()
+    with pytest.raises(PipelineError, match=r"seed0/scores.json: missing"):
+        collect(tmp_path, runs, tmp_path, (1, 5), set(), {("mini", 5): "maml"})
+
+
+def test_study_tables_compile_with_pdflatex(tmp_path):
+    require(shutil.which("pdflatex") is not None, "pdflatex is not installed (texlive-latex-recommended)")
+    import pandas as pd
+
+    runs = [Run("synthetic", "random", 8, i) for i in range(6)]
+    fabricate(tmp_path, runs, [3.0, 1.0, 2.0, 6.0, 5.0, 4.0], [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1])
+    df = collect(tmp_path, runs, tmp_path, (1, 5), set(runs), {("synthetic", 8): "anil"})
+    corr = correlations(df, (1, 5), 50, 0)
+    st = stability({("synthetic", "metantk", 8): [A, B]}, pd.DataFrame(columns=df.columns), {("synthetic", 8): "anil"})
+    for name, t in (("t3", table3(corr, (1, 5), 50, synthetic=True)), ("st", stability_table(st))):
+        doc = tmp_path / f"{name}.tex"
+        doc.write_text("\\documentclass{article}\\usepackage[margin=1cm,landscape]{geometry}\\usepackage{booktabs}"
+                       "\\usepackage{amssymb}\\usepackage[utf8]{inputenc}\\begin{document}\n" + t.latex() +
+                       "\n\\end{document}\n")
+        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------------------------------------------
+def test_smoke_study_has_twelve_random_cells_and_the_grids_searched_cells():
+    runs = study_runs(load_config(SMOKE))
+    assert [r.seed for r in runs[:12]] == list(range(100, 112)) and {r.method for r in runs[:12]} == {"random"}
+    assert sorted((r.method, r.seed) for r in runs[12:]) == sorted(
+        (m, s) for m in ("metantk", "tenas", "linreg", "random") for s in (0, 1))
+    assert {(r.dataset, r.cells) for r in runs} == {("synthetic", 5)}
+
+
+def test_study_runs_do_not_repeat_a_grid_run(tmp_path):
+    cfg = load_config(SMOKE)
+    cfg["study"]["first_seed"] = 0   # random seeds 0, 1 are also the grid's random runs
+    runs = study_runs(cfg)
+    assert len(runs) == len(set(runs)) == 12 + 6
+
+
+def test_a_budget_scales_epochs_and_milestones():
+    # mini: 100 epochs, steps after 60 and 80; x 0.2 -> 20 epochs, steps after 12 and 16
+    r = budget_recipe({"epochs": 100, "decay_epochs": [60, 80], "lr": 0.02}, 0.2)
+    assert (r["epochs"], r["decay_epochs"], r["lr"]) == (20, [12, 16], 0.02)
+    assert budget_recipe({"epochs": 2, "decay_epochs": [1]}, 0.1) == {"epochs": 1, "decay_epochs": [1]}
+    cfg = load_config([ROOT / "config/config.yaml"])
+    assert train_config(cfg, "mini", 5, 0, "short").epochs == 20
+    assert train_config(cfg, "mini", 5, 0).epochs == 100
+
+
+@pytest.mark.parametrize("override, message", [
+    ("study: {recipe: long}", "config: study.recipe: expected 'full' or a key of study.budgets (short), got 'long'"),
+    ("study: {datasets: [cifar]}", "config: study.datasets: dataset 'cifar' is not defined under data.datasets"),
+    ("study: {cells: [6]}", "config: study.cells: train.recipes of 'mini' has no batch_size for 6 cells"),
+    ("study: {architectures: -1}", "config: study.architectures: expected a value >= 0, got -1"),
+    ("study: {budgets: {full: {fraction: 0.5}}}", "config: study.budgets: the name 'full' is reserved"),
+    ("study: {budgets: {short: {fraction: 2}}}", "config: study.budgets.short.fraction: expected a value <= 1, got 2"),
+])
+def test_bad_study_config_is_one_line(tmp_path, override, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(override + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config([ROOT / "config/config.yaml", bad])
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the scores against an independent computation
+# ---------------------------------------------------------------------------------------------------------------
+def test_scores_match_an_autograd_loop_and_a_direct_parameter_count(tiny_prepared):
+    from metantk_nas.data.prepared import load_split
+    from metantk_nas.nas.genotype import random_genotype
+    from metantk_nas.nas.networks import EvalNet, LogitsNet
+    from metantk_nas.search import arch_scores
+
+    cfg = load_config(TINY)
+    cfg["data"]["datasets"]["tiny"] = cfg["data"]["datasets"]["synthetic"]
+    cfg["search"]["kernels"]["tiny"] = cfg["search"]["kernels"]["synthetic"]
+    cfg["search"]["repeats"] = 2
+    train = load_split(tiny_prepared, "train")
+    g = random_genotype(3, 5)
+    out = arch_scores.score_architecture(cfg, "tiny", 5, g, train, torch.device("cpu"))
+    assert set(out["scores"]) == {"metantk_maml", "metantk_anil", "ntk", "regions", "params"}
+    assert all(len(v) == 2 for v in out["repeats"].values())
+    # NTK: per-sample gradients of the summed logits by a plain autograd loop over the kernel's parameters
+    scorer = arch_scores._scorer(cfg, "tiny", 5, "tenas", None, train, torch.device("cpu"))
+    mask = g.to_mask()
+    net = LogitsNet(scorer.kernel_net, mask)
+    names = [n for n, idx in scorer._structure(net)[0] if idx is None or mask[idx]]
+    params = dict(net.named_parameters())
+    for r in range(2):
+        x = scorer.kernel_inputs(arch_scores.STUDY_KEY, r)
+        rows = []
+        for i in range(len(x)):
+            gr = torch.autograd.grad(net(x[i:i + 1]).sum(), [params[n] for n in names], allow_unused=True)
+            rows.append(torch.cat([(z if z is not None else torch.zeros_like(params[n])).reshape(-1)
+                                   for z, n in zip(gr, names)]).double())
+        j = torch.stack(rows)
+        eig = np.linalg.eigvalsh((j @ j.T).numpy())
+        assert out["repeats"]["ntk"][r] == pytest.approx(eig[-1] / eig[0], rel=1e-3)
+    n_classes = train.n_classes
+    direct = sum(p.numel() for p in EvalNet(g, cfg["train"]["channels"], 5, n_classes).parameters())
+    assert out["scores"]["params"] == direct
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# integration
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_smoke_study_dry_run_reuses_the_grids_runs(tmp_path):
+    from test_workflow import _copy_tree, snakemake
+
+    proc = snakemake("-n", "study", "--cores", "1", "--configfile", "config/smoke.yaml", cwd=_copy_tree(tmp_path))
+    import re
+
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
+    # 20 architectures: 12 random cells (searched as random runs) + the 8 searched 5-cell runs of the grid
+    assert counts["study_score"] == counts["train"] == counts["evaluate"] == "20"
+    # searches: the 12 random cells and all 16 of the grid's (the stability table reads the 8-cell genotypes too)
+    assert counts["search"] == counts["export_genotype"] == "28"
+    assert "study_train" not in counts and "study_evaluate" not in counts and counts["study"] == "1"
