@@ -40,11 +40,13 @@ def main(args, cfg):
     t0 = time.time()
     state_path = out / "search_state.json"
     genotype, state = PruningSearch(sc, scorer, progress=not args.no_progress).run(state_path)
+    prov.extra["networks_per_pass"] = state.networks_per_pass   # the numbers are reproducible for this pass size
     wall = time.time() - t0
     result = {"dataset": args.dataset, "method": sc.method, "cells": sc.cells, "seed": sc.seed,
               "kernel": None if sc.kernel is None else {"inner": sc.kernel.inner, "inner_time": str(sc.kernel.inner_time),
                                                         "reg": sc.kernel.reg},
-              "search_config": stage_config_subset(cfg, "search")["search"], "rounds": state.rounds,
+              "search_config": stage_config_subset(cfg, "search")["search"],
+              "networks_per_pass": state.networks_per_pass, "rounds": state.rounds,
               "group": state.group, "mask": state.mask.astype(int).tolist(), "genotype": genotype.to_dict(),
               "genotype_string": genotype.to_darts()}
     write_json_atomic(out / "search.json", result)

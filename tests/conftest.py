@@ -12,6 +12,50 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# `make test` runs the suite on every core with pytest-xdist (`-n <cores> --dist loadfile --no-loadscope-reorder`): each
+# test module runs whole on one worker, so its module-scoped fixtures (one tiny DAG, one DVC repository, one SLURM) are
+# built once.  The workers take the modules longest first (SLOW_MODULES, measured on 2 cores), so the short ones fill
+# in after them.
+SLOW_MODULES = ["test_dvc.py", "test_workflow.py", "test_slurm.py", "test_fidelity.py", "test_search.py",
+                "test_fsl.py", "test_config.py", "test_batched.py"]
+
+
+def test_threads() -> int | None:
+    """torch's intra-op threads for this test process: TEST_THREADS when set (`make test` runs the `chunking` tests
+    once more with TEST_THREADS=2: another thread count is another reduction order), else one per core of this
+    xdist worker so the workers do not oversubscribe the cores, else torch's default (None)."""
+    if os.environ.get("TEST_THREADS"):
+        return int(os.environ["TEST_THREADS"])
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+
+
+test_threads.__test__ = False   # a helper, not a test
+
+
+def pytest_configure(config):
+    threads = test_threads()
+    if threads is not None:      # for this process and the jobs it starts
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def pytest_report_header(config):
+    import torch
+
+    return f"torch intra-op threads: {torch.get_num_threads()}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):     # the controller schedules in the order its workers collected
+        def rank(item) -> int:
+            name = item.path.name
+            return SLOW_MODULES.index(name) if name in SLOW_MODULES else len(SLOW_MODULES)
+
+        items.sort(key=rank)                      # stable: the order within a module is kept
+
 
 def require(condition: bool, reason: str) -> None:
     """Skip locally when a system tool is missing; under CI=true integration tests never skip, they fail."""
@@ -83,6 +127,40 @@ def cifar_dir(tmp_path):
         labels = [17, 3, 17, 42, 3, 42, 99, 99, 5, 5]
         write_pickle(root / f"{split}.pickle", {"data": fake_images(rng, len(labels), 32), "labels": labels})
     return root
+
+
+BIN = Path(sys.executable).parent           # the venv's snakemake, dvc, snakefmt
+# Snakemake and DVC run locally here (test_slurm.py has its own environment).  SLURM_CONF=/dev/null: the SLURM executor
+# plugin runs `scontrol show config` whenever Snakemake starts, and where SLURM's client is installed but no
+# controller is up (CI, outside test_slurm.py) that call waits 9 s for one; with an empty config it fails at once.
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "SLURM_CONF": "/dev/null"}
+TREE = ["Snakefile", "workflow", "config", "scripts", "tests/configs", "dvc.yaml"]
+
+
+def copy_tree(dest: Path) -> Path:
+    """The pipeline's files (not the package: the venv's editable install, or PYTHONPATH) under ``dest``."""
+    for name in TREE:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    return dest
+
+
+def snakemake(*args, cwd=ROOT, check=True):
+    proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True, env=ENV)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return proc
+
+
+def git_dirty() -> bool:
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                         text=True).stdout
+    return bool(out.strip())
+
+
+def audit(wd, target, *extra):
+    flags = ["--allow-dirty"] if git_dirty() else []
+    return run_script(ROOT / "scripts/audit.py", target, "--quiet", *flags, *extra, cwd=wd, check=False)
 
 
 def run_script(*args, cwd=ROOT, check=True, env=None):

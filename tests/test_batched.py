@@ -3,8 +3,9 @@ each sample carrying its own network's mask and head, must give each network's o
 
 The reference is the one-by-one path (each network alone through the `fast` backend, itself checked against
 Opacus and TE-NAS's per-sample backward loop in test_search.py and test_fidelity.py), and for the gram terms a
-per-sample gradient loop written here.  Condition numbers agree to 1e-6 relative in float64; the searches'
-records are identical, in float64 and in the configs' float32.
+per-sample gradient loop written here.  Condition numbers agree to 1e-6 relative in float64; each candidate's
+unrounded dK agrees within a stated tolerance (DK_TOL) in float32 and float64, whatever the pass size.  Not bit for
+bit: a BLAS may take another path for another batch shape (issue 30), which is why batching is opt-in.
 """
 import json
 from dataclasses import replace
@@ -21,7 +22,7 @@ from metantk_nas.kernels.ntk import group_gram_terms, sum_gram_terms
 from metantk_nas.nas.networks import SampleMasks, SuperNet, full_mask
 from metantk_nas.nas.ops import OP_NAMES
 from metantk_nas.search.pruning import PruningSearch, initial_mask
-from metantk_nas.search.scoring import KernelBatch, Scorer
+from metantk_nas.search.scoring import Scorer
 
 from test_search import small_cfg
 
@@ -110,48 +111,95 @@ def test_batched_condition_numbers_equal_one_by_one_in_float64(method, inner, ti
     assert len(set(np.round(alone, 6))) == len(alone)   # the networks' kernels really differ
 
 
+UNROUNDED = 15   # decimals dK is rounded to: the relative change itself, not its 3-decimal rounding
+F64_TOL = 1e-9   # |dK batched - dK one by one| allowed in float64
+# In float32 the MetaNTK's condition number amplifies the kernels' rounding (its Theta_ss^-1 on near-singular tiny
+# kernels), so a float32 dK is itself only as good as float32 allows: measured against float64 on these configs,
+# one-by-one float32 dKs are off by up to ~0.2 (docs/kernels.md).  The batched float32 dK must be as close to the
+# float64 truth as the one-by-one float32 dK is: within 2x its worst error, plus F32_FLOOR.
+F32_FLOOR = 1e-3
+
+
+def unrounded_deltas(scorer, work, shared, per_pass: int | None) -> list[float]:
+    """dK of each (origin, candidate, key), mean over the repeats, one by one (per_pass None) or round-batched."""
+    if per_pass is None:
+        return [float(np.mean([scorer.kernel_delta(o, c, *key, r, shared=shared[r] if shared else None)
+                               for r in range(scorer.cfg.repeats)])) for o, c, key in work]
+    scorer._pass_networks = per_pass
+    return scorer.kernel_deltas(work, shared)
+
+
 def test_batched_kernel_deltas_equal_kernel_delta_per_candidate(tiny_prepared):
+    """dK of each candidate, averaged over 2 repeats, unrounded: round-batched against one by one, with a fresh
+    batch per candidate and with a shared origin, in float64."""
     for fresh in (True, False):
-        cfg = replace(small_cfg(), repeats=2, fidelity=FidelitySwitches(fresh_batch_per_candidate=fresh))
+        cfg = replace(small_cfg(), repeats=2, precision=UNROUNDED, grad_dtype="float64",
+                      fidelity=FidelitySwitches(fresh_batch_per_candidate=fresh))
         scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
         scorer.reinit_kernel_net(3)
         origin, *cands = masks_of_a_round(cfg.ops)
         work = [(origin, c, (3, k)) for k, c in enumerate(cands)]
         shared = None if fresh else [scorer.shared_origin(origin, 3, 99, r) for r in range(2)]
-        one = [float(np.mean([scorer.kernel_delta(origin, c, *key, r, shared=shared[r] if shared else None)
-                              for r in range(2)])) for _, c, key in work]
-        assert scorer.kernel_deltas(work, shared) == one
+        one = unrounded_deltas(scorer, work, shared, None)
+        np.testing.assert_allclose(unrounded_deltas(scorer, work, shared, len(work)), one, rtol=0, atol=F64_TOL)
+        assert len({round(d, 6) for d in one}) == len(one)   # the candidates' dKs really differ
 
 
-def _records(cfg, prepared):
+def round_zero(cfg, prepared, every: int) -> tuple[Scorer, list, list | None]:
+    """The scorer, every ``every``-th (origin, candidate, key) of round 0 of a search of ``cfg``, and the shared
+    origins."""
     scorer = Scorer(cfg, load_split(prepared, "train"), torch.device("cpu"))
-    g, state = PruningSearch(cfg, scorer, progress=False).run()
-    return g, json.dumps(state.rounds, sort_keys=True), json.dumps(state.group, sort_keys=True)
+    mask = initial_mask(cfg.ops)
+    scorer.reinit_kernel_net(0)
+    work = []
+    for c in range(2):
+        for e in range(mask.shape[1]):
+            for o in np.flatnonzero(mask[c, e]):
+                cand = mask.copy()
+                cand[c, e, o] = False
+                work.append((mask, cand, (0, len(work))))
+    return scorer, work[::every], PruningSearch(cfg, scorer, progress=False)._shared(mask, 0)
 
 
-@pytest.mark.parametrize("config,method,cells,dtype,fresh", [
-    ("tests/configs/tiny.yaml", "metantk", 5, "float32", False), ("tests/configs/tiny.yaml", "metantk", 8, "float32", True),
-    ("tests/configs/tiny.yaml", "tenas", 5, "float32", True), ("config/smoke.yaml", "metantk", 5, "float32", True),
-    ("config/smoke.yaml", "metantk", 8, "float64", False)])
-def test_round_batched_search_gives_the_same_records(config, method, cells, dtype, fresh, tiny_prepared):
-    """Every round's and the group stage's dK, dR and ranks, and the genotype, with and without batching, on the
-    smoke and tiny configs (MAML at 5 cells, ANIL at 8; the configs' own float32, and float64)."""
+@pytest.mark.chunking
+@pytest.mark.parametrize("config,method,cells,fresh", [
+    ("tests/configs/tiny.yaml", "metantk", 5, False), ("tests/configs/tiny.yaml", "metantk", 8, True),
+    ("tests/configs/tiny.yaml", "tenas", 5, True), ("config/smoke.yaml", "metantk", 5, True)])
+def test_round_batched_unrounded_dk_is_one_by_ones_whatever_the_pass_size(config, method, cells, fresh, tiny_prepared):
+    """A third of round 0's candidates (the configs' own repeats), their dK before rounding (MAML at 5 cells, ANIL
+    at 8, tenas): round-batched in passes of 1, 2, 3 and all networks against one by one.  float64: within
+    F64_TOL.  float32 (the configs' own): as close to the float64 one-by-one dK as the float32 one-by-one dK is.
+    Not bit for bit: a BLAS may take another path for another batch shape (issue 30), so searches are compared
+    whole only at one pass size (test_search.py's resume tests)."""
     cfg = load_config([ROOT / "config/config.yaml", ROOT / config])
     sc = search_config(cfg, "synthetic", method, cells, 0)
-    sc = replace(sc, grad_dtype=dtype, fidelity=replace(sc.fidelity, fresh_batch_per_candidate=fresh))
-    one = _records(replace(sc, batch_candidates=False), tiny_prepared)
-    batched = _records(replace(sc, batch_candidates=True), tiny_prepared)
-    assert batched == one
+    sc = replace(sc, precision=UNROUNDED, batch_candidates=True,
+                 fidelity=replace(sc.fidelity, fresh_batch_per_candidate=fresh))
+    dks = {}
+    for dtype in ("float64", "float32"):
+        scorer, work, shared = round_zero(replace(sc, grad_dtype=dtype), tiny_prepared, every=3)
+        networks = len(work) * (2 if fresh else 1)
+        for per_pass in (None, networks) if dtype == "float64" else (None, 1, 2, 3, networks):
+            dks[dtype, per_pass] = np.array(unrounded_deltas(scorer, work, shared, per_pass))
+    truth = dks["float64", None]
+    assert len(set(np.round(truth, 3))) > 1   # the candidates' dKs really differ
+    np.testing.assert_allclose(dks["float64", networks], truth, rtol=0, atol=F64_TOL)
+    err32 = float(np.max(np.abs(dks["float32", None] - truth)))
+    worst = {p: float(np.max(np.abs(d - truth))) for (dt, p), d in dks.items() if dt == "float32" and p}
+    print(f"float32 max |dK - float64 dK|: one by one {err32:.2e}, batched by pass size {worst}")
+    assert max(worst.values()) <= 2 * err32 + F32_FLOOR, (err32, worst)
 
 
 def test_batch_statistics_or_opacus_score_one_by_one(tiny_prepared):
     train = load_split(tiny_prepared, "train")
-    for cfg in (replace(small_cfg("tenas"), norm="batchnorm"), replace(small_cfg(), ntk_backend="opacus"),
-                replace(small_cfg(), batch_candidates=False), small_cfg("linreg")):
+    for cfg in (replace(small_cfg("tenas"), norm="batchnorm", batch_candidates=True),
+                replace(small_cfg(), ntk_backend="opacus", batch_candidates=True),
+                replace(small_cfg(), batch_candidates=False), replace(small_cfg("linreg"), batch_candidates=True)):
         search = PruningSearch(cfg, Scorer(cfg, train, torch.device("cpu")), progress=False)
         assert not search.scorer.batchable() or cfg.method == "linreg"
         assert search._chunk() == 1
-    cfg = small_cfg()
+    assert not Scorer(small_cfg(), train, torch.device("cpu")).batchable()   # opt-in (issue 30)
+    cfg = replace(small_cfg(), batch_candidates=True)
     assert Scorer(cfg, train, torch.device("cpu")).batchable()
     alone = Scorer(cfg, train, torch.device("cpu"))
     alone._pass_networks = 1   # one network per pass is the one-by-one path (which bounds memory by ntk_chunk)

@@ -114,7 +114,6 @@ def test_a_signal_mid_epoch_checkpoints_after_that_step_and_resumes_bit_identica
     """SIGUSR1 (SLURM's early warning) during step 3 of epoch 2: the step finishes, the checkpoint holds epoch 1
     finished + 4 steps of epoch 2, Preempted is raised; the resumed run goes on from step 4 and ends with the
     uninterrupted run's weights and per-epoch losses, bit for bit."""
-    import os
 
     from metantk_nas.preemption import Preempted
 
@@ -231,8 +230,8 @@ def test_confidence_interval_uses_the_t_distribution():
 
 
 def test_batched_solver_matches_sklearn_on_real_features(trained, tiny_prepared):
-    """On features of a trained network: identical predictions to scikit-learn run to convergence on every
-    episode; against scikit-learn with the original's settings (tol 1e-4 on the summed loss, scikit-learn 1.0.2's
+    """On features of a trained network: the predictions of scikit-learn run to convergence (all but at most one
+    query in 1% of episodes); against scikit-learn with the original's settings (tol 1e-4 on the summed loss, scikit-learn 1.0.2's
     stopping rule, which stops short of the optimum near decision boundaries) within one query on >= 99% of
     episodes and means within 0.1 points."""
     from sklearn.linear_model import LogisticRegression
@@ -247,7 +246,9 @@ def test_batched_solver_matches_sklearn_on_real_features(trained, tiny_prepared)
         fast = accuracies(sf, sy, qf, qi, qy, 5, 1.0, "batched")
         converged = np.array([(LogisticRegression(C=1.0, max_iter=20000, tol=1e-12).fit(sf[i].double().numpy(), sy[i])
                                .predict(qf[qi[i]].double().numpy()) == qy[i]).mean() for i in range(len(sf))])
-        assert np.array_equal(fast, converged)
+        # two solvers of one convex problem: a query within rounding of a tie may fall either way on another
+        # CPU, so at most one query in 1% of episodes (on the machines seen so far: none)
+        assert np.mean(fast != converged) <= 0.01 and np.max(np.abs(fast - converged)) <= 1 / (5 * cfg.queries) + 1e-9
         ref = accuracies(sf, sy, qf, qi, qy, 5, 1.0, "sklearn")
         one_query = 1 / (5 * cfg.queries)
         assert np.mean(np.abs(fast - ref) <= one_query + 1e-9) >= 0.99

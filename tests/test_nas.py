@@ -161,7 +161,7 @@ def test_metanas_v2_parameter_counts_match_table_1():
 @pytest.mark.parametrize("size", [7, 8])
 def test_fast_max_pool_is_bitwise_torchs_max_pool(stride, size):
     """The pool of max_pool_3x3 (a separable max without autograd, channels_last with it) equals nn.MaxPool2d(3,
-    stride, 1) exactly: values, and the gradient routed to each window's maximum."""
+    stride, 1): values exactly, and the gradient routed to each window's maximum (to rounding)."""
     from metantk_nas.nas.ops import max_pool_3x3
 
     torch.manual_seed(size + stride)
@@ -172,5 +172,8 @@ def test_fast_max_pool_is_bitwise_torchs_max_pool(stride, size):
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     g = torch.randn_like(ref(x))
     out = max_pool_3x3(xa, stride)
-    assert torch.equal(out, ref(xb)) and out.is_contiguous()
-    assert torch.equal(torch.autograd.grad(out, xa, g)[0], torch.autograd.grad(ref(xb), xb, g)[0])
+    assert torch.equal(out, ref(xb)) and out.is_contiguous()   # a max is exact on any path
+    # the gradient: where an input is the maximum of several windows its cotangents are summed, in an order that
+    # is each kernel's own (channels_last against NCHW), so compared to rounding, which still shows the routing
+    torch.testing.assert_close(torch.autograd.grad(out, xa, g)[0], torch.autograd.grad(ref(xb), xb, g)[0],
+                               rtol=1e-6, atol=1e-6)

@@ -45,6 +45,9 @@ class StubScorer:
     def batchable(self) -> bool:   # one candidate at a time (the batched path's values: test_batched.py)
         return False
 
+    def pass_size(self) -> int:
+        return 1
+
     def reinit_thin(self, *key: int) -> None:
         pass
 

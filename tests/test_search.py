@@ -8,7 +8,6 @@ import torch
 from metantk_nas.config import FidelitySwitches, KernelSpec, LinearRegionSpec, SearchConfig
 from metantk_nas.data.prepared import load_split
 from metantk_nas.nas.genotype import CELL_TYPES, edge_groups
-from metantk_nas.nas.networks import full_mask
 from metantk_nas.nas.ops import OP_NAMES
 from metantk_nas.search import scoring
 from metantk_nas.search.pruning import PruningSearch, dense_ranks, initial_mask, rank_candidates, round_sig
@@ -24,7 +23,6 @@ def small_cfg(method="metantk", seed=0, ops=("sep_conv_3x3", "max_pool_3x3", "co
 
 
 def run(cfg, prepared, state=None):
-    torch.set_num_threads(1)
     scorer = None if cfg.method == "random" else Scorer(cfg, load_split(prepared, "train"), torch.device("cpu"))
     return PruningSearch(cfg, scorer, progress=False).run(state)
 
@@ -115,14 +113,21 @@ def test_killed_search_resumes_to_the_same_result(reference_run, tiny_prepared, 
     scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
     search = PruningSearch(cfg, scorer, progress=False)
     mask, record = search.prune_round(initial_mask(cfg.ops), 0, lambda n: None)
-    state.write_text(json.dumps({"mask": mask.astype(int).tolist(), "rounds": [record], "group": None, "seconds": [1.0]}))
+    state.write_text(json.dumps({"mask": mask.astype(int).tolist(), "rounds": [record], "group": None, "seconds": [1.0],
+                                 "networks_per_pass": 1}))
     g_resumed, s_resumed = run(cfg, tiny_prepared, state)
+    assert s_resumed.resumes == ["round 1"] and s_resumed.networks_per_pass == 1
     assert g_resumed == g_full
     assert json.dumps(s_resumed.rounds) == json.dumps(s_full.rounds)
 
 
-@pytest.mark.parametrize("content", ['{"mask": [[1, 0', '{"mask": [1, 0, 1], "rounds": [], "group": null}'],
-                         ids=["truncated", "mask-of-another-supernet"])
+ANOTHER_PASS = json.dumps({"mask": initial_mask(small_cfg().ops).astype(int).tolist(), "rounds": [], "group": None,
+                           "partial": {"stage": "round", "scores": [[0.5, 0.5]], "seconds": 1.0},
+                           "networks_per_pass": 3})
+
+
+@pytest.mark.parametrize("content", ['{"mask": [[1, 0', '{"mask": [1, 0, 1], "rounds": [], "group": null}', ANOTHER_PASS],
+                         ids=["truncated", "mask-of-another-supernet", "scored-with-another-pass-size"])
 def test_an_unreadable_search_state_is_a_logged_fresh_start(reference_run, tiny_prepared, tmp_path, caplog, content):
     """A corrupt or foreign search_state.json: a warning naming the file, then the search from scratch, which
     ends where the uninterrupted search ended (the documented behaviour, docs/scaling.md)."""
@@ -353,25 +358,49 @@ def test_a_five_and_an_eight_cell_search_of_one_seed_draw_separate_streams(tiny_
     assert not torch.equal(thin[5], thin[8])
 
 
+@pytest.fixture(scope="module")
+def chunked_references(tiny_prepared):
+    """Uninterrupted searches of the reference config, one per number of networks per kernel pass (1: one by one,
+    the default; more: search.batch_candidates): a search's numbers are reproducible for a fixed pass size only,
+    so a resumed search is compared with the uninterrupted one of its own pass size."""
+    out = {}
+
+    def get(per_pass: int):
+        if per_pass not in out:
+            cfg = replace(small_cfg(), checkpoint_seconds=0, batch_candidates=per_pass > 1)
+            out[per_pass] = (cfg, *PruningSearch(cfg, chunked_scorer(cfg, tiny_prepared, per_pass), progress=False).run())
+        return out[per_pass]
+    return get
+
+
+def chunked_scorer(cfg, prepared, per_pass: int) -> Scorer:
+    scorer = Scorer(cfg, load_split(prepared, "train"), torch.device("cpu"))
+    if per_pass > 1:
+        scorer._pass_networks = per_pass   # networks per batched pass (shared origin: one network per candidate)
+    assert scorer.pass_size() == per_pass
+    return scorer
+
+
+@pytest.mark.chunking
 @pytest.mark.parametrize("stage,at,chunk,saved", [("round", 7, 1, 7), ("group", 3, 1, 3), ("round", 7, 3, 9),
                                                    ("group", 2, 2, 2)])
-def test_a_signalled_search_checkpoints_mid_stage_and_resumes_to_the_same_result(reference_run, tiny_prepared,
+def test_a_signalled_search_checkpoints_mid_stage_and_resumes_to_the_same_result(chunked_references, tiny_prepared,
                                                                                  tmp_path, monkeypatch, stage, at,
                                                                                  chunk, saved):
     """SIGUSR1 while candidate ``at`` of round 0 (or of the group stage) is scored: its chunk of ``chunk``
-    round-batched candidates finishes, the state holds the ``saved`` scores finished, Preempted is raised; the
-    resumed search scores only the rest, in the same chunks, and ends with the uninterrupted search's records,
-    byte for byte."""
+    candidates (one by one, or round-batched) finishes, the state holds the ``saved`` scores finished, Preempted
+    is raised; the resumed search scores only the rest, in the same chunks, and ends with the records of the
+    uninterrupted search of the same pass size, byte for byte (the same computation, so equal by construction on
+    any machine and thread count)."""
     import os
     import signal
 
     from metantk_nas.preemption import Preempted
 
-    cfg, g_full, s_full = reference_run
-    cfg = replace(cfg, checkpoint_seconds=0)
+    cfg, g_full, s_full = chunked_references(chunk)
+    assert s_full.networks_per_pass == chunk
     state_path = tmp_path / "search_state.json"
-    scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
-    scorer._pass_networks = chunk   # networks per batched pass (shared origin: one network per candidate)
+    scorer = chunked_scorer(cfg, tiny_prepared, chunk)
     real = scorer.region_delta
     calls = []
     n_round = sum(len(r["candidates"]) for r in s_full.rounds)
@@ -386,14 +415,15 @@ def test_a_signalled_search_checkpoints_mid_stage_and_resumes_to_the_same_result
         PruningSearch(cfg, scorer, progress=False).run(state_path)
     state = json.loads(state_path.read_text())
     assert state["partial"]["stage"] == stage and len(state["partial"]["scores"]) == saved
+    assert state["networks_per_pass"] == chunk
     monkeypatch.undo()
     resumed_calls = []
-    scorer2 = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
-    scorer2._pass_networks = chunk
+    scorer2 = chunked_scorer(cfg, tiny_prepared, chunk)
     real2 = scorer2.region_delta
     monkeypatch.setattr(scorer2, "region_delta", lambda o, c, *k: resumed_calls.append(k) or real2(o, c, *k))
     g, s = PruningSearch(cfg, scorer2, progress=False).run(state_path)
     assert len(resumed_calls) == n_round + 14 - len(calls)   # only the candidates left (14 in the group stage)
+    assert len(s.resumes) == 1
     same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)   # noqa: E731 (search.json sorts)
     assert g == g_full and same(s.rounds, s_full.rounds) and same(s.group, s_full.group) and s.partial is None
 

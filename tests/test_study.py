@@ -16,7 +16,7 @@ from metantk_nas.nas.genotype import Genotype
 from metantk_nas.report.study import (agreement, collect, correlation, correlations, rank_sum, resamples, spread,
                                       stability, stability_table, table3)
 
-from conftest import ROOT, require, run_script
+from conftest import ROOT, require
 
 SMOKE = [ROOT / "config/config.yaml", ROOT / "config/smoke.yaml"]
 TINY = [ROOT / "config/config.yaml", ROOT / "tests/configs/tiny.yaml"]
@@ -267,9 +267,9 @@ def test_scores_match_an_autograd_loop_and_a_direct_parameter_count(tiny_prepare
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_smoke_study_dry_run_reuses_the_grids_runs(tmp_path):
-    from test_workflow import _copy_tree, snakemake
+    from conftest import copy_tree, snakemake
 
-    proc = snakemake("-n", "study", "--cores", "1", "--configfile", "config/smoke.yaml", cwd=_copy_tree(tmp_path))
+    proc = snakemake("-n", "study", "--cores", "1", "--configfile", "config/smoke.yaml", cwd=copy_tree(tmp_path))
     import re
 
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))

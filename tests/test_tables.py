@@ -4,7 +4,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from metantk_nas.config import Run

@@ -1,40 +1,22 @@
-"""Integration: the Snakemake DAG end to end on the tiny config, the provenance audit, and DVC."""
+"""Integration: the Snakemake DAG end to end on the tiny config, the provenance audit, the report and the study
+(DVC: test_dvc.py)."""
 import json
 import re
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import PY, ROOT, require, run_script
+from conftest import BIN, ENV, ROOT, audit, copy_tree, git_dirty, run_script, snakemake
 
 pytestmark = pytest.mark.integration
-BIN = Path(sys.executable).parent
-TREE = ["Snakefile", "workflow", "config", "scripts", "tests/configs", "dvc.yaml"]
-
-
-def _copy_tree(dest: Path) -> Path:
-    for name in TREE:
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    return dest
-
-
-def snakemake(*args, cwd=ROOT, check=True):
-    proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
-    return proc
 
 
 @pytest.mark.parametrize("configs", [[], ["--configfile", "config/smoke.yaml"]])
 def test_dry_run_lists_the_grid(configs, tmp_path):
-    proc = snakemake("-n", "--cores", "1", *configs, cwd=_copy_tree(tmp_path))
+    proc = snakemake("-n", "--cores", "1", *configs, cwd=copy_tree(tmp_path))
     n_runs = 42 if not configs else 20
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     assert counts["train"] == counts["evaluate"] == str(n_runs)
@@ -42,7 +24,7 @@ def test_dry_run_lists_the_grid(configs, tmp_path):
 
 
 def test_bad_config_stops_snakemake_with_one_line(tmp_path):
-    wd = _copy_tree(tmp_path)
+    wd = copy_tree(tmp_path)
     (wd / "bad.yaml").write_text("search: {repeats: 0}\n")
     proc = snakemake("-n", "--cores", "1", "--configfile", "bad.yaml", cwd=wd, check=False)
     assert proc.returncode != 0 and "config: search.repeats: expected a value >= 1, got 0" in proc.stdout + proc.stderr
@@ -50,20 +32,9 @@ def test_bad_config_stops_snakemake_with_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    wd = _copy_tree(tmp_path_factory.mktemp("wf"))
+    wd = copy_tree(tmp_path_factory.mktemp("wf"))
     snakemake("--cores", "2", "--configfile", "tests/configs/tiny.yaml", cwd=wd)
     return wd
-
-
-def _dirty() -> bool:
-    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                         text=True).stdout
-    return bool(out.strip())
-
-
-def audit(wd, target, *extra):
-    flags = ["--allow-dirty"] if _dirty() else []
-    return run_script(ROOT / "scripts/audit.py", target, "--quiet", *flags, *extra, cwd=wd, check=False)
 
 
 def test_whole_dag_produces_the_tables(tiny_run):
@@ -82,7 +53,7 @@ def test_audit_passes_from_the_table_to_the_raw_data(tiny_run):
     proc = audit(tiny_run, "results/tiny/tables/table1.tex")
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout
-    if _dirty():  # without --allow-dirty the audit must refuse artifacts of uncommitted code
+    if git_dirty():  # without --allow-dirty the audit must refuse artifacts of uncommitted code
         strict = run_script(ROOT / "scripts/audit.py", "results/tiny/tables/table1.tex", "--quiet", cwd=tiny_run, check=False)
         assert strict.returncode == 1 and "uncommitted code" in strict.stderr
 
@@ -104,185 +75,6 @@ def test_audit_names_a_tampered_file(tiny_run, tmp_path, victim):
 def test_second_snakemake_run_is_a_no_op(tiny_run):
     proc = snakemake("-n", "--cores", "1", "--configfile", "tests/configs/tiny.yaml", cwd=tiny_run)
     assert "Nothing to be done" in proc.stdout + proc.stderr
-
-
-ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-
-
-def dvc(wd, *args, check=True):
-    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=wd, env=ENV, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)}: " + proc.stdout[-3000:] + proc.stderr[-3000:])
-    return proc
-
-
-def ran_stages(proc) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", proc.stdout))
-
-
-def _dvc_repo(dest: Path) -> Path:
-    """A fresh git + DVC repository holding the pipeline, with dvc.yaml generated for the tiny config."""
-    dest.mkdir(parents=True, exist_ok=True)
-    wd = _copy_tree(dest)
-    shutil.copytree(ROOT / "src", wd / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for cmd in (["git", "init", "-q"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q",
-                                          "--allow-empty", "-m", "init"], [str(BIN / "dvc"), "init", "-q"]):
-        subprocess.run(cmd, cwd=wd, check=True, env=ENV, capture_output=True)
-    run_script(ROOT / "scripts/make_dvc.py", "--configfile", "config/config.yaml", "tests/configs/tiny.yaml",
-               "--out", "dvc.yaml", cwd=wd)
-    return wd
-
-
-@pytest.fixture(scope="module")
-def dvc_run(tmp_path_factory):
-    """`dvc repro` of the whole tiny DAG (every stage, sequentially), as a user would run it."""
-    wd = _dvc_repo(tmp_path_factory.mktemp("dvc") / "repo")
-    proc = dvc(wd, "repro")
-    return wd, proc
-
-
-def _stages(wd) -> set[str]:
-    import yaml
-
-    out = set()
-    for name, st in yaml.safe_load((wd / "dvc.yaml").read_text())["stages"].items():
-        out |= {f"{name}@{k}" for k in st["foreach"]} if "foreach" in st else {name}
-    return out
-
-
-def test_dvc_repro_runs_the_whole_dag_then_is_a_no_op(dvc_run):
-    wd, first = dvc_run
-    assert ran_stages(first) == _stages(wd)
-    assert (wd / "results/tiny/tables/table1.tex").stat().st_size > 0
-    second = dvc(wd, "repro")
-    assert ran_stages(second) == set() and "up to date" in second.stdout, second.stdout
-    metrics = json.loads(dvc(wd, "metrics", "show", "--json").stdout)
-    shown = json.dumps(metrics)
-    assert "acc_1shot" in shown and "results/tiny/synthetic/metantk/cells5/seed0/fewshot.json" in shown
-    plots = dvc(wd, "plots", "show", "--json").stdout
-    assert "train_log.csv" in plots
-
-
-def test_dvc_push_and_pull_round_trip_every_artifact(dvc_run, tmp_path):
-    import yaml
-
-    wd, _ = dvc_run
-    lock = yaml.safe_load((wd / "dvc.lock").read_text())["stages"]
-    outs = {o["path"]: o["md5"] for st in lock.values() for o in st.get("outs", [])}
-    assert len(outs) > 20
-    dvc(wd, "remote", "add", "-f", "-d", "store", str(tmp_path / "remote"))
-    dvc(wd, "push")
-    saved = tmp_path / "saved"
-    saved.mkdir()
-    shutil.move(str(wd / "results"), saved / "results")
-    shutil.move(str(wd / "data"), saved / "data")
-    shutil.rmtree(wd / ".dvc/cache")
-    assert "deleted" in dvc(wd, "status").stdout
-    dvc(wd, "pull")
-    for path in outs:
-        a, b = wd / path, saved / path
-        if a.is_dir():
-            files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
-            assert files == sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file()), path
-            for f in files:
-                assert (a / f).read_bytes() == (b / f).read_bytes(), f
-        else:
-            assert a.read_bytes() == b.read_bytes(), path
-    assert ran_stages(dvc(wd, "repro")) == set()
-
-
-def snakemake_dag(wd, configfile: str) -> tuple[set[str], set[tuple[str, str]]]:
-    """Jobs and edges of `snakemake --dag --forceall all study`, each job named as its DVC stage.
-
-    A dot label shows only the wildcards a job does not share with its dependencies, so a job's wildcards are
-    collected from its label and those of all its ancestors."""
-    from metantk_nas.config import Run
-
-    dot = snakemake("--dag", "--forceall", "--cores", "1", "all", "study", "--configfile", configfile, cwd=wd).stdout
-    labels = {i: lab.split("\\n") for i, lab in re.findall(r'^\s*(\d+)\[label = "([^"]*)"', dot, flags=re.M)}
-    edges = re.findall(r"^\s*(\d+) -> (\d+)$", dot, flags=re.M)
-    parents: dict[str, set[str]] = {i: set() for i in labels}
-    for a, b in edges:
-        parents[b].add(a)
-
-    def wildcards(i: str) -> dict[str, str]:
-        out = dict(kv.split(": ", 1) for kv in labels[i][1:])
-        for p in parents[i]:
-            out = {**wildcards(p), **out}
-        return out
-
-    def name(i: str) -> str:
-        rule, wc = labels[i][0], wildcards(i)
-        if rule in ("tables", "all", "study"):
-            return rule
-        if rule == "prepare_data":
-            return f"prepare_data@{wc['dataset']}"
-        if rule == "compare_cells":     # an unrolled DVC stage (scripts/make_dvc.py says why)
-            return f"compare_cells-{wc['dataset']}-{wc['cells']}-{wc['seed']}"
-        return f"{rule}@" + Run(wc["dataset"], wc["method"], int(wc["cells"]), int(wc["seed"])).tag
-
-    names = {i: name(i) for i in labels}
-    return ({n for n in names.values() if n != "all"},
-            {(names[a], names[b]) for a, b in edges if names[b] != "all"})
-
-
-def test_dvc_dag_equals_the_snakemake_dag(dvc_run):
-    """Same nodes and the same edges: DVC's stage graph (`dvc dag --dot`) against Snakemake's job graph for the
-    same config, after naming."""
-    wd, _ = dvc_run
-    dot = dvc(wd, "dag", "--dot").stdout
-    dvc_nodes = set(re.findall(r'^"([^"]+)";$', dot, flags=re.M))
-    dvc_edges = set(re.findall(r'^"([^"]+)" -> "([^"]+)";$', dot, flags=re.M))
-    smk_nodes, smk_edges = snakemake_dag(wd, "tests/configs/tiny.yaml")
-    assert smk_nodes == dvc_nodes
-    assert smk_edges == dvc_edges
-    assert {("train@synthetic-metanas-5-0", "evaluate@synthetic-metanas-5-0"),
-            ("published_genotype@synthetic-metanas-5-0", "train@synthetic-metanas-5-0"),
-            ("prepare_data@synthetic", "search@synthetic-metantk-5-0")} <= dvc_edges
-
-
-def test_dvc_train_param_change_reruns_only_the_trainings_evaluations_tables_and_study(dvc_run):
-    """Runs last: it edits the config of the shared repository."""
-    wd, _ = dvc_run
-    tiny = wd / "tests/configs/tiny.yaml"
-    tiny.write_text(tiny.read_text().replace("{lr: 0.05,", "{lr: 0.04,"))
-    before = {p: p.read_bytes() for p in (wd / "results/tiny").rglob("search.json")}
-    proc = dvc(wd, "repro")
-    stages = _stages(wd)
-    # the tiny study trains on its own tree (a budget of the same recipe), so its trainings and analysis rerun too
-    retrained = ("train@", "evaluate@", "study_train@", "study_evaluate@")
-    assert ran_stages(proc) == {s for s in stages if s.startswith(retrained)} | {"tables", "study"}, proc.stdout
-    assert all(p.read_bytes() == b for p, b in before.items())
-    assert ran_stages(dvc(wd, "repro")) == set()
-
-
-def test_dvc_repro_prepare_data_then_no_op(tmp_path):
-    wd = _dvc_repo(tmp_path / "repo")
-    env = ENV
-    first = subprocess.run([str(BIN / "dvc"), "repro", "prepare_data@synthetic"], cwd=wd, env=env,
-                           capture_output=True, text=True)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert (wd / "data/prepared-tiny/synthetic/manifest.json").exists()
-    second = subprocess.run([str(BIN / "dvc"), "repro", "prepare_data@synthetic"], cwd=wd, env=env,
-                            capture_output=True, text=True)
-    assert second.returncode == 0 and "didn't change, skipping" in second.stdout, second.stdout
-    # tamper with a prepared file: dvc status and the audit name the same file
-    victim = "data/prepared-tiny/synthetic/train_images.npy"
-    with open(wd / victim, "ab") as f:
-        f.write(b"\0")
-    status = subprocess.run([str(BIN / "dvc"), "status", "prepare_data@synthetic"], cwd=wd, env=env,
-                            capture_output=True, text=True)
-    assert "modified" in status.stdout and victim in status.stdout, status.stdout
-    flags = ["--allow-dirty"] if _dirty() else []
-    proc = run_script(ROOT / "scripts/audit.py", victim, "--quiet", *flags, cwd=wd, check=False)
-    named = {line.split(":")[1].strip() for line in proc.stderr.splitlines() if line.startswith("audit:")}
-    assert proc.returncode == 1 and named == {victim}, proc.stderr
-
-
-def test_dvc_yaml_is_generated_from_the_smoke_config(tmp_path):
-    run_script(ROOT / "scripts/make_dvc.py", "--configfile", "config/config.yaml", "config/smoke.yaml",
-               "--out", tmp_path / "dvc.yaml")
-    assert (tmp_path / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
 
 
 def test_snakemake_report_has_tables_cells_and_training_curves(tiny_run):
@@ -349,7 +141,7 @@ def test_killed_run_leaves_a_lock_with_an_unlock_hint(tmp_path):
     import signal
     import time
 
-    wd = _copy_tree(tmp_path)
+    wd = copy_tree(tmp_path)
     args = [str(BIN / "snakemake"), "--cores", "1", "--configfile", "tests/configs/tiny.yaml"]
     proc = subprocess.Popen(args, cwd=wd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -180,7 +180,7 @@ class SearchConfig:
     norm: str = "groupnorm16"
     ntk_backend: str = "fast"
     ntk_chunk: int = 16
-    batch_candidates: bool = True
+    batch_candidates: bool = False
     batch_memory_mb: int = 4096
     checkpoint_seconds: float = 5.0
     grad_dtype: str = "float32"

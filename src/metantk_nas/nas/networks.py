@@ -11,7 +11,7 @@ genotype, drop-path on every non-identity op, GAP of the last cell (no norm/ReLU
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -313,27 +313,39 @@ def eval_net_parameters(genotype: Genotype, channels: int, depth: int, num_class
 # ---------------------------------------------------------------------------------------------------------------
 # initialisation with an explicit generator
 # ---------------------------------------------------------------------------------------------------------------
+def _draw_(param: torch.Tensor, draw: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """``draw`` (from a CPU generator) into ``param`` as a float32 CPU tensor: in place when ``param`` is one, else
+    drawn into one, then cast and copied (the same numbers on every device and dtype)."""
+    if param.dtype == torch.float32 and param.device.type == "cpu":
+        draw(param)
+    else:
+        param.copy_(draw(torch.empty(param.shape, dtype=torch.float32)))
+
+
 def init_weights_(module: nn.Module, gen: torch.Generator, scheme: str = "default") -> None:
     """Re-draw every conv/linear weight (and bias) from ``gen``; norms get weight 1, bias 0.
 
     ``default`` is PyTorch's own initialisation (kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in),
     1/sqrt(fan_in))), which is what the original code ends up using.  ``kaiming_normal`` is the initialisation it
     intended (N(0, 2/fan_in)).
+
+    The draws are float32 on the CPU whatever the module's dtype and device (a float64 or CUDA module gets them
+    cast and copied): torch draws another stream for float64 tensors, and ``search.grad_dtype: float64`` must score
+    the same network in more precision.
     """
+    if scheme not in ("default", "kaiming_normal"):
+        raise ValueError(f"unknown init scheme {scheme!r}")
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 fan_in = m.weight[0].numel()
+                bound = 1.0 / math.sqrt(fan_in)
                 if scheme == "default":
-                    bound = 1.0 / math.sqrt(fan_in)
-                    m.weight.uniform_(-bound, bound, generator=gen)
-                elif scheme == "kaiming_normal":
-                    m.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
+                    _draw_(m.weight, lambda w: w.uniform_(-bound, bound, generator=gen))
                 else:
-                    raise ValueError(f"unknown init scheme {scheme!r}")
+                    _draw_(m.weight, lambda w: w.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen))
                 if m.bias is not None:
-                    bound = 1.0 / math.sqrt(fan_in)
-                    m.bias.uniform_(-bound, bound, generator=gen)
+                    _draw_(m.bias, lambda b: b.uniform_(-bound, bound, generator=gen))
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 if m.weight is not None:
                     m.weight.fill_(1.0)

@@ -77,15 +77,19 @@ class SearchState:
     # group stage, "start" (the mask at its start: the stale origin) and "records" (finished node groups)
     partial: dict[str, Any] | None = None
     resumes: list[str] = field(default_factory=list)   # where each resume started ("3 candidates of round 0")
+    # networks per kernel pass (Scorer.pass_size; None: no kernels): the scores are reproducible for this pass size
+    # only, so a state saved under another one is not resumed
+    networks_per_pass: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"mask": self.mask.astype(int).tolist(), "rounds": self.rounds, "group": self.group,
-                "seconds": self.seconds, "partial": self.partial, "resumes": self.resumes}
+                "seconds": self.seconds, "partial": self.partial, "resumes": self.resumes,
+                "networks_per_pass": self.networks_per_pass}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "SearchState":
         return SearchState(np.array(d["mask"], dtype=bool), d["rounds"], d["group"], d.get("seconds", []),
-                           d.get("partial"), list(d.get("resumes", [])))
+                           d.get("partial"), list(d.get("resumes", [])), d.get("networks_per_pass"))
 
 
 def initial_mask(ops: tuple[str, ...]) -> np.ndarray:
@@ -136,6 +140,12 @@ class PruningSearch:
                 shared: list[Any] | None = None) -> tuple[float, float]:
         """(dK, dR) of one candidate."""
         return self._kernel_scores([(origin_k, origin_r, cand, key)], shared)[0], self._region_score(origin_r, cand, key)
+
+    def networks_per_pass(self) -> int | None:
+        """Networks per kernel pass (1: one by one); None when the method computes no kernel (linreg, random)."""
+        if self.scorer is None or self.scorer.kernel_net is None or self.cfg.method == "linreg":
+            return None
+        return self.scorer.pass_size()
 
     def _chunk(self) -> int:
         """Candidates scored together: as many as one batched pass holds (1 when the scorer scores one by one).
@@ -263,8 +273,8 @@ class PruningSearch:
         if self.cfg.method == "random":
             g = random_genotype(self.cfg.seed, self.cfg.cells)
             return g, SearchState(g.to_mask())
-        fresh = SearchState(initial_mask(self.cfg.ops))
-        state = _load_state(state_path, fresh.mask.shape) or fresh
+        fresh = SearchState(initial_mask(self.cfg.ops), networks_per_pass=self.networks_per_pass())
+        state = _load_state(state_path, fresh) or fresh
         if state.rounds or state.partial:
             state.resumes.append(self._describe(state))
             log.info("resuming %s from %s", state.resumes[-1], state_path)
@@ -329,15 +339,19 @@ class PruningSearch:
         return f"{len(p['records'])} node groups and {len(p['scores'])} candidates of the group stage"
 
 
-def _load_state(path: Path | None, shape: tuple[int, ...]) -> SearchState | None:
+def _load_state(path: Path | None, fresh: SearchState) -> SearchState | None:
     """The saved state, or None (a fresh start, logged as a warning naming the file) when there is none or it is
-    unreadable: not JSON, not a search state, or a mask of another supernet (search state of another config)."""
+    unreadable: not JSON, not a search state, a mask of another supernet (search state of another config), or
+    scores made with another number of networks per kernel pass (not reproducible by this search)."""
     if path is None or not path.exists():
         return None
     try:
         state = SearchState.from_json(json.loads(path.read_text()))
-        if state.mask.shape != shape:
-            raise ValueError(f"mask of shape {state.mask.shape}, this search's is {shape}")
+        if state.mask.shape != fresh.mask.shape:
+            raise ValueError(f"mask of shape {state.mask.shape}, this search's is {fresh.mask.shape}")
+        if state.networks_per_pass != fresh.networks_per_pass:
+            raise ValueError(f"scored with {state.networks_per_pass} networks per kernel pass, this search uses "
+                             f"{fresh.networks_per_pass}")
         return state
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         log.warning("%s: unreadable search state (%s: %s); starting the search from scratch", path,

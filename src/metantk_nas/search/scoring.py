@@ -223,6 +223,13 @@ class Scorer:
         return (self.cfg.batch_candidates and self.kernel_net is not None and self.cfg.norm != "batchnorm"
                 and self.cfg.ntk_backend == "fast" and self.networks_per_pass(self.kernel_group()) >= 2)
 
+    def pass_size(self) -> int:
+        """Networks per kernel pass this search uses: 1 (one by one: the default, ``batch_candidates: false``) or,
+        round-batched, :meth:`networks_per_pass`.  A search's numbers are reproducible for a fixed pass size only:
+        a BLAS may take another path for another batch shape, which moves float32 kernels in their last bits
+        (enough to flip a rank after dK is rounded).  Recorded in search.json, its provenance and the search state."""
+        return self.networks_per_pass(self.kernel_group()) if self.batchable() else 1
+
     def networks_per_pass(self, group: int) -> int:
         """How many networks of ``group`` samples one pass holds within ``search.batch_memory_mb``: estimated from
         the bytes of every module output of a one-sample forward pass (what autograd keeps), twice (the
