@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """make_dvc: write dvc.yaml for a config: the same stages as the Snakemake DAG, generated over the grid with
-`foreach` (stage names like train@synthetic-metantk-5-0), and the score-vs-accuracy study (`dvc repro study`). Each stage's `params` names exactly the config sections
+`foreach` (stage names like train@synthetic-metantk-5-0): dvc.yaml holds the tables DAG (`dvc repro`), study/dvc.yaml
+the score-vs-accuracy study (`dvc repro study/dvc.yaml`). Each stage's `params` names exactly the config sections
 it reads (metantk_nas.config.STAGE_PARAMS), so changing e.g. train.recipes reruns only train, evaluate and tables.
 
 Example (the checked-in dvc.yaml is generated for the smoke config):
   python scripts/make_dvc.py --configfile config/config.yaml config/smoke.yaml --out dvc.yaml
-For the paper grid: --configfile config/config.yaml (then `dvc add` the raw dataset directories, see README).
+For the paper grid: --configfile config/config.yaml (each prepare_data stage depends on its raw dataset directory).
 """
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -17,7 +19,16 @@ from metantk_nas.config import (STUDY_METHODS, comparisons, iter_runs, present_p
                                 study_run_root, study_runs)
 from metantk_nas.provenance import write_text_atomic
 
-PY = "python"
+# The stages run through scripts/py, the project's interpreter found without PATH (however DVC is started).
+PY = "scripts/py"
+
+
+def kept(*paths, **flags):
+    """Outputs that ``dvc repro`` never deletes before it runs their stage (``persist``): DVC removes a stage's
+    outputs before its command starts, so a command that cannot start (no interpreter, a missing package, a bad
+    config) would otherwise lose finished work that is not in DVC's cache (e.g. made by Snakemake).  Every stage
+    writes its outputs atomically, so a kept output is replaced only by a finished one."""
+    return [{p: {"persist": True, **flags}} for p in paths]
 
 
 def stage_params(parsed, stage):
@@ -26,122 +37,160 @@ def stage_params(parsed, stage):
     return [{f: keys} for f, content in parsed.items() if (keys := present_params(content, stage))]
 
 
-def build(cfg, configfiles):
+def build(cfg, configfiles) -> tuple[dict, dict]:
+    """(dvc.yaml, study/dvc.yaml): the tables DAG, the stages of Snakemake's default target, and the study's own
+    stages (the random cells it adds, their training where the study reuses the grid's tree, the scores and the
+    analysis).  Plain `dvc repro` reproduces ./dvc.yaml; `dvc repro study/dvc.yaml` the study."""
     cf = " ".join(configfiles)
     res = f"results/{cfg['experiment']}"
     prep = cfg["data"]["prepared_root"]
     runs = list(iter_runs(cfg))
     study = study_runs(cfg)
+    extra = [r for r in study if r not in runs]   # the study's own architectures (its random cells)
     reuse = study_reuses_grid(cfg)
-    datasets = sorted({r.dataset for r in [*runs, *study]})
-
-    def items(rs, tree=None):
-        return {r.tag: {"dataset": r.dataset, "method": r.method, "cells": r.cells, "seed": r.seed,
-                        "dir": f"{res}/{r.path}", **({"sdir": f"{tree}/{r.path}"} if tree else {})} for r in rs}
-
-    # the study's random cells are runs of the grid's tree (searched, and with the full recipe trained there too)
-    by = items(dict.fromkeys([*runs, *study]) if reuse else runs)
-    searched = {k: v for k, v in items(dict.fromkeys([*runs, *study])).items() if v["method"] != "metanas"}
-    published = {k: v for k, v in by.items() if v["method"] == "metanas"}
-    title = "--title '${item.dataset}, ${item.method}, ${item.cells} cells, seed ${item.seed}'"
-    run_args = "--dataset ${item.dataset} --method ${item.method} --cells ${item.cells} --seed ${item.seed} --no-progress"
+    grid_datasets = sorted({r.dataset for r in runs})
     parsed = {f: yaml.safe_load(Path(f).read_text()) or {} for f in configfiles}
-    prepared = [f"{prep}/${{item}}/{s}_{k}.npy" for s in ("train", "val", "test") for k in ("images", "labels")]
-    stages = {
-        "prepare_data": {"foreach": datasets, "do": {
-            "cmd": f"{PY} scripts/prepare_data.py --configfile {cf} --dataset ${{item}} --out {prep}/${{item}}",
-            "deps": ["scripts/prepare_data.py", "src/metantk_nas/data"],
-            "params": stage_params(parsed, "prepare_data"),
-            "outs": [f"{prep}/${{item}}/manifest.json", *prepared]}},
-        "search": {"foreach": searched, "do": {
-            "cmd": f"{PY} scripts/search.py --configfile {cf} {run_args} --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
-            "deps": ["scripts/search.py", "src/metantk_nas/search", "src/metantk_nas/kernels", "src/metantk_nas/nas",
-                     f"{prep}/${{item.dataset}}/manifest.json"],
-            "params": stage_params(parsed, "search"),
-            "outs": ["${item.dir}/search.json", "${item.dir}/cost.json"]}},
-        "export_genotype": {"foreach": searched, "do": {
-            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --search ${{item.dir}}/search.json "
-                   f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}} {title}",
-            "deps": ["scripts/export_genotype.py", "${item.dir}/search.json", f"{prep}/${{item.dataset}}/manifest.json"],
-            "params": stage_params(parsed, "export_genotype"),
-            "outs": ["${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png"]}},
-        "train": {"foreach": by, "do": {
-            "cmd": f"{PY} scripts/train.py --configfile {cf} {run_args} --genotype ${{item.dir}}/genotype.json "
-                   f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
-            "deps": ["scripts/train.py", "src/metantk_nas/fsl/train.py", "${item.dir}/genotype.json",
-                     f"{prep}/${{item.dataset}}/manifest.json"],
-            "params": stage_params(parsed, "train"),
-            "outs": ["${item.dir}/model.pt", "${item.dir}/train_curve.png", "${item.dir}/metrics.json"],
-            "plots": [{"${item.dir}/train_log.csv": {"x": "epoch", "y": "loss"}}]}},
-        "evaluate": {"foreach": by, "do": {
-            "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {run_args} --model ${{item.dir}}/model.pt "
-                   f"--genotype ${{item.dir}}/genotype.json --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
-            "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.dir}/model.pt",
-                     "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
-            "params": stage_params(parsed, "evaluate"),
-            "metrics": ["${item.dir}/fewshot.json"]}},
-        "tables": {
-            "cmd": f"{PY} scripts/tables.py --configfile {cf} --results {res} --out {res}/tables",
-            "deps": ["scripts/tables.py", "src/metantk_nas/report/tables.py", cfg["tables"]["literature"],
-                     *[f"{v['dir']}/fewshot.json" for v in by.values()], *[f"{v['dir']}/metrics.json" for v in by.values()]],
-            "params": stage_params(parsed, "tables"),
-            "outs": [f"{res}/tables"]},
-    }
-    stages |= study_stages(cfg, cf, parsed, res, prep, study, items, run_args)
+    ctx = Context(cfg, cf, res, prep, parsed)
+
+    main = run_stages(ctx, grid_datasets, runs, runs, metrics=True)
+    main["tables"] = {
+        "cmd": f"{PY} scripts/tables.py --configfile {cf} --results {res} --out {res}/tables",
+        "deps": ["scripts/tables.py", "src/metantk_nas/report/tables.py", cfg["tables"]["literature"],
+                 *[f"{res}/{r.path}/fewshot.json" for r in runs], *[f"{res}/{r.path}/metrics.json" for r in runs]],
+        "params": stage_params(parsed, "tables"),
+        "outs": kept(f"{res}/tables")}
     for c in comparisons(cfg):   # unrolled: a foreach item cannot give a stage a list of deps of its own length
         genotypes = {m: f"{res}/{c.dataset}/{m}/cells{c.cells}/seed{c.seed}/genotype.json" for m in c.methods}
         stem = f"{res}/{c.stem}"
-        stages[f"compare_cells-{c.dataset}-{c.cells}-{c.seed}"] = {
+        main[f"compare_cells-{c.dataset}-{c.cells}-{c.seed}"] = {
             "cmd": f"{PY} scripts/compare_cells.py --configfile {cf} --genotypes "
                    + " ".join(f"{m}={p}" for m, p in genotypes.items())
                    + f" --title '{c.dataset}, {c.cells} cells, seed {c.seed}: every method' --out {stem}",
             "deps": ["scripts/compare_cells.py", "src/metantk_nas/nas/diagram.py", *genotypes.values()],
-            "outs": [f"{stem}.png", f"{stem}.pdf"]}
+            "outs": kept(f"{stem}.png", f"{stem}.pdf")}
+    study_datasets = sorted({r.dataset for r in study} - set(grid_datasets))
+    side = run_stages(ctx, study_datasets, extra, extra if reuse else [], metrics=False)
+    side |= study_stages(ctx, study)
+    for stage in side.values():   # study/dvc.yaml's stages run from the repository root, as the others
+        (stage["do"] if "foreach" in stage else stage)["wdir"] = ".."
+    return {"stages": main}, {"stages": side}
+
+
+@dataclass(frozen=True)
+class Context:
+    cfg: dict
+    cf: str          # the config files, as the scripts take them
+    res: str         # results/{experiment}
+    prep: str        # the prepared-data root
+    parsed: dict     # {config file: its parsed YAML}
+
+    def items(self, runs, tree=None):
+        return {r.tag: {"dataset": r.dataset, "method": r.method, "cells": r.cells, "seed": r.seed,
+                        "dir": f"{self.res}/{r.path}", **({"sdir": f"{tree}/{r.path}"} if tree else {})} for r in runs}
+
+
+TITLE = "--title '${item.dataset}, ${item.method}, ${item.cells} cells, seed ${item.seed}'"
+RUN_ARGS = "--dataset ${item.dataset} --method ${item.method} --cells ${item.cells} --seed ${item.seed} --no-progress"
+
+
+def raw_dep(ds_cfg) -> str:
+    """What prepare_data reads: the raw dataset directory, or for the synthetic generator its code (its config is
+    in the stage's params)."""
+    return "src/metantk_nas/data/synthetic.py" if ds_cfg["format"] == "synthetic" else ds_cfg["source"]
+
+
+def run_stages(ctx: Context, datasets, searched_runs, trained_runs, metrics: bool) -> dict:
+    """prepare_data of ``datasets``; search and export of ``searched_runs`` (the published cell for metanas);
+    train and evaluate of ``trained_runs`` (evaluate's fewshot.json a DVC metric when ``metrics``)."""
+    cf, prep, parsed = ctx.cf, ctx.prep, ctx.parsed
+    searched = {k: v for k, v in ctx.items(searched_runs).items() if v["method"] != "metanas"}
+    trained = ctx.items(trained_runs)
+    published = {k: v for k, v in trained.items() if v["method"] == "metanas"}
+    prepared = [f"{prep}/${{key}}/{s}_{k}.npy" for s in ("train", "val", "test") for k in ("images", "labels")]
+    stages = {}
+    if datasets:
+        stages["prepare_data"] = {"foreach": {d: {"raw": raw_dep(ctx.cfg["data"]["datasets"][d])} for d in datasets},
+                                  "do": {
+            "cmd": f"{PY} scripts/prepare_data.py --configfile {cf} --dataset ${{key}} --out {prep}/${{key}}",
+            "deps": ["scripts/prepare_data.py", "src/metantk_nas/data", "${item.raw}"],
+            "params": stage_params(parsed, "prepare_data"),
+            "outs": kept(f"{prep}/${{key}}/manifest.json", *prepared)}}
+    if searched:
+        stages["search"] = {"foreach": searched, "do": {
+            "cmd": f"{PY} scripts/search.py --configfile {cf} {RUN_ARGS} --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
+            "deps": ["scripts/search.py", "src/metantk_nas/search", "src/metantk_nas/kernels", "src/metantk_nas/nas",
+                     f"{prep}/${{item.dataset}}/manifest.json"],
+            "params": stage_params(parsed, "search"),
+            "outs": kept("${item.dir}/search.json", "${item.dir}/cost.json")}}
+        stages["export_genotype"] = {"foreach": searched, "do": {
+            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --search ${{item.dir}}/search.json "
+                   f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}} {TITLE}",
+            "deps": ["scripts/export_genotype.py", "${item.dir}/search.json", f"{prep}/${{item.dataset}}/manifest.json"],
+            "params": stage_params(parsed, "export_genotype"),
+            "outs": kept("${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png")}}
+    if trained:
+        stages["train"] = {"foreach": trained, "do": {
+            "cmd": f"{PY} scripts/train.py --configfile {cf} {RUN_ARGS} --genotype ${{item.dir}}/genotype.json "
+                   f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
+            "deps": ["scripts/train.py", "src/metantk_nas/fsl/train.py", "${item.dir}/genotype.json",
+                     f"{prep}/${{item.dataset}}/manifest.json"],
+            "params": stage_params(parsed, "train"),
+            "outs": kept("${item.dir}/model.pt", "${item.dir}/train_curve.png", "${item.dir}/metrics.json"),
+            "plots": kept("${item.dir}/train_log.csv", x="epoch", y="loss")}}
+        fewshot = kept("${item.dir}/fewshot.json")
+        stages["evaluate"] = {"foreach": trained, "do": {
+            "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {RUN_ARGS} --model ${{item.dir}}/model.pt "
+                   f"--genotype ${{item.dir}}/genotype.json --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
+            "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.dir}/model.pt",
+                     "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
+            "params": stage_params(parsed, "evaluate"),
+            **({"metrics": fewshot} if metrics else {"outs": fewshot})}}
     if published:
         stages["published_genotype"] = {"foreach": published, "do": {
-            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --published metanas_in_v2 --out ${{item.dir}} {title}",
-            "deps": ["scripts/export_genotype.py", cfg["tables"]["genotypes"]],
-            "outs": ["${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png"]}}
-    return {"stages": stages}
+            "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --published metanas_in_v2 --out ${{item.dir}} {TITLE}",
+            "deps": ["scripts/export_genotype.py", ctx.cfg["tables"]["genotypes"]],
+            "outs": kept("${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png")}}
+    return stages
 
 
-def study_stages(cfg, cf, parsed, res, prep, study, items, run_args):
-    """The score-vs-accuracy study (`dvc repro study`): scores per architecture, the study's own training and
-    evaluation when it does not reuse the grid's runs, and the analysis."""
+def study_stages(ctx: Context, study) -> dict:
+    """The score-vs-accuracy study (`dvc repro study/dvc.yaml`): scores per architecture, the study's own training
+    and evaluation when it does not reuse the grid's runs, and the analysis."""
+    cfg, cf, res, prep, parsed = ctx.cfg, ctx.cf, ctx.res, ctx.prep, ctx.parsed
     tree = f"{res}/{study_run_root(cfg)}".rstrip("/")
     out = f"{res}/study"
     grid = [r for r in iter_runs(cfg) if r.method in STUDY_METHODS]
-    stages = {"study_score": {"foreach": items(study), "do": {
-        "cmd": f"{PY} scripts/study_score.py --configfile {cf} {run_args} --genotype ${{item.dir}}/genotype.json "
+    stages = {"study_score": {"foreach": ctx.items(study), "do": {
+        "cmd": f"{PY} scripts/study_score.py --configfile {cf} {RUN_ARGS} --genotype ${{item.dir}}/genotype.json "
                f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
         "deps": ["scripts/study_score.py", "src/metantk_nas/search", "src/metantk_nas/kernels", "src/metantk_nas/nas",
                  "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
         "params": stage_params(parsed, "study_score"),
-        "outs": ["${item.dir}/scores.json"]}}}
+        "outs": kept("${item.dir}/scores.json")}}}
     if not study_reuses_grid(cfg):
-        runs = items(study, tree)
+        runs = ctx.items(study, tree)
         stages["study_train"] = {"foreach": runs, "do": {
-            "cmd": f"{PY} scripts/train.py --configfile {cf} {run_args} --genotype ${{item.dir}}/genotype.json "
+            "cmd": f"{PY} scripts/train.py --configfile {cf} {RUN_ARGS} --genotype ${{item.dir}}/genotype.json "
                    f"--prepared {prep}/${{item.dataset}} --out ${{item.sdir}} --study",
             "deps": ["scripts/train.py", "src/metantk_nas/fsl/train.py", "${item.dir}/genotype.json",
                      f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "study_train"),
-            "outs": ["${item.sdir}/model.pt", "${item.sdir}/train_log.csv", "${item.sdir}/train_curve.png",
-                     "${item.sdir}/metrics.json"]}}
+            "outs": kept("${item.sdir}/model.pt", "${item.sdir}/train_log.csv", "${item.sdir}/train_curve.png",
+                         "${item.sdir}/metrics.json")}}
         stages["study_evaluate"] = {"foreach": runs, "do": {
-            "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {run_args} --model ${{item.sdir}}/model.pt "
+            "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {RUN_ARGS} --model ${{item.sdir}}/model.pt "
                    f"--genotype ${{item.dir}}/genotype.json --prepared {prep}/${{item.dataset}} --out ${{item.sdir}} --study",
             "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.sdir}/model.pt",
                      "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "study_evaluate"),
-            "outs": ["${item.sdir}/fewshot.json"]}}
+            "outs": kept("${item.sdir}/fewshot.json")}}
     stages["study"] = {
         "cmd": f"{PY} scripts/study.py --configfile {cf} --results {res} --out {out}",
         "deps": ["scripts/study.py", "src/metantk_nas/report/study.py",
                  *[f"{res}/{r.path}/scores.json" for r in study], *[f"{tree}/{r.path}/fewshot.json" for r in study],
                  *[f"{res}/{r.path}/genotype.json" for r in grid]],
         "params": stage_params(parsed, "study"),
-        "outs": [out]}
+        "outs": kept(out)}
     return stages
 
 
@@ -151,12 +200,20 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 
 def main(args, cfg):
+    """Writes --out (the tables DAG) and study/dvc.yaml beside it (the study)."""
+    main_stages, study = build(cfg, args.configfile)
+    out = Path(args.out)
     header = ("# Generated by scripts/make_dvc.py from " + " ".join(args.configfile) + "; do not edit by hand.\n"
-              "# The same DAG as the Snakefile (tests/test_workflow.py checks they agree).\n")
-    write_text_atomic(args.out, header + yaml.dump(build(cfg, args.configfile), Dumper=_NoAliasDumper, sort_keys=False, width=120))
+              "# The same DAG as the Snakefile (tests/test_dvc.py checks they agree).\n")
+    for path, stages, note in ((out, main_stages, "# The tables DAG (Snakemake's default target): `dvc repro`.\n"),
+                               (out.parent / "study" / "dvc.yaml", study,
+                                "# The score-vs-accuracy study (`snakemake study`): `dvc repro study/dvc.yaml`.\n")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, header + note + yaml.dump(stages, Dumper=_NoAliasDumper, sort_keys=False, width=120))
 
 
 if __name__ == "__main__":
     p = cli.parser(__doc__)
-    p.add_argument("--out", default="dvc.yaml")
+    p.add_argument("--out", default="dvc.yaml", help="the tables DAG's dvc.yaml; the study's goes to study/dvc.yaml "
+                                                       "beside it")
     sys.exit(cli.run(main, p))

@@ -145,6 +145,20 @@ def copy_tree(dest: Path) -> Path:
     return dest
 
 
+def placeholder_raw(wd: Path) -> Path:
+    """Empty files where the paper config expects the raw RFS datasets (data/raw/...): a dry run of the paper grid
+    checks that they exist (prepare_data's input), and reads none."""
+    from metantk_nas.data.readers import MINI_FILES, SPLITS
+
+    names = {"miniImageNet": list(MINI_FILES.values()),
+             "tieredImageNet": [f"{s}_{k}" for s in SPLITS for k in ("images.npz", "labels.pkl")]}
+    for folder, files in names.items():
+        (wd / "data/raw" / folder).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            (wd / "data/raw" / folder / f).touch()
+    return wd
+
+
 def snakemake(*args, cwd=ROOT, check=True):
     proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True, env=ENV)
     if check and proc.returncode != 0:

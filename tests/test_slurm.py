@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, require
+from conftest import ROOT, placeholder_raw, require
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -51,7 +51,7 @@ def _jobcomp() -> dict[str, dict[str, str]]:
 
 
 def test_paper_grid_dry_run_with_the_shipped_profile(slurm, tmp_path):
-    wd = _copy(tmp_path / "dry")
+    wd = placeholder_raw(_copy(tmp_path / "dry"))
     proc = _snakemake(wd, "--profile", "slurm", "-n")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
@@ -71,7 +71,7 @@ def test_paper_grid_dry_run_with_the_shipped_profile(slurm, tmp_path):
 def test_paper_study_dry_run_uses_the_stages_resources(slurm, tmp_path):
     """`snakemake study --profile slurm`: the study's jobs get the per-stage requests of search, train, evaluate
     and tables (config/config.yaml: 30 random cells + 12 grid cells per cell count on mini)."""
-    wd = _copy(tmp_path / "study")
+    wd = placeholder_raw(_copy(tmp_path / "study"))
     proc = _snakemake(wd, "study", "--profile", "slurm", "-n")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

@@ -9,18 +9,26 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import BIN, ENV, ROOT, audit, copy_tree, git_dirty, run_script, snakemake
+from conftest import BIN, ENV, ROOT, audit, copy_tree, git_dirty, placeholder_raw, run_script, snakemake
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("configs", [[], ["--configfile", "config/smoke.yaml"]])
 def test_dry_run_lists_the_grid(configs, tmp_path):
-    proc = snakemake("-n", "--cores", "1", *configs, cwd=copy_tree(tmp_path))
+    proc = snakemake("-n", "--cores", "1", *configs, cwd=placeholder_raw(copy_tree(tmp_path)))
     n_runs = 42 if not configs else 20
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     assert counts["train"] == counts["evaluate"] == str(n_runs)
     assert counts["prepare_data"] == ("2" if not configs else "1")
+
+
+def test_a_missing_raw_dataset_stops_the_dry_run_naming_the_path_and_its_key(tmp_path):
+    """prepare_data's input is the raw files: without them the paper grid's dry run fails before any job, naming
+    the directory and the config key that sets it."""
+    proc = snakemake("-n", "--cores", "1", cwd=copy_tree(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert "data/raw/miniImageNet: dataset directory not found (set data.datasets.mini.source)" in proc.stdout + proc.stderr
 
 
 def test_bad_config_stops_snakemake_with_one_line(tmp_path):

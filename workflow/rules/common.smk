@@ -13,7 +13,8 @@ from metantk_nas.config import (
     stage_config_subset,
     validate_config,
 )
-from metantk_nas.errors import ConfigError
+from metantk_nas.data.prepared import raw_files
+from metantk_nas.errors import ConfigError, DataError
 from metantk_nas.provenance import sha256_json
 from snakemake.settings.types import DeploymentMethod
 
@@ -66,6 +67,21 @@ wildcard_constraints:
 # script, so the signal and the exit status 75 reach it and Snakemake without a shell in between (bash dies on
 # SIGTERM, and its death would end the job step before the script has written its checkpoint).
 CHECKPOINTING_STAGES = ("search", "train")
+
+
+def raw_inputs(wildcards):
+    """The raw files of a dataset (none for the synthetic generator, whose config is in the params hash): a changed
+    byte reruns prepare_data and everything after it; a missing directory or file stops the DAG, dry run included,
+    with one line naming it and the config key that sets it."""
+    try:
+        return [
+            str(p)
+            for p in raw_files(
+                config["data"]["datasets"][wildcards.dataset], wildcards.dataset
+            )
+        ]
+    except DataError as e:
+        raise WorkflowError(str(e)) from None
 
 
 def stage_resources(stage):

@@ -5,6 +5,8 @@ PREPARED_FILES = ["manifest.json"] + [
 
 rule prepare_data:
     """Raw RFS files (or the synthetic generator) -> the prepared, memory-mappable format."""
+    input:
+        raw_inputs,
     output:
         [f"{PREP}/{{dataset}}/{f}" for f in PREPARED_FILES],
     log:

@@ -63,7 +63,7 @@ def prepare_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: str | Path) -
     out_dir = Path(out_dir)
     prov = Provenance(stage="prepare_data", config={"dataset": name, **dict(ds_cfg)})
     if ds_cfg["format"] != "synthetic":
-        src_files = _source_files(ds_cfg)
+        src_files = raw_files(ds_cfg)
         sources = {str(p): sha256_file(p) for p in src_files}
     else:
         sources = {}
@@ -92,10 +92,15 @@ def prepare_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: str | Path) -
     return manifest
 
 
-def _source_files(ds_cfg: Mapping[str, Any]) -> list[Path]:
+def raw_files(ds_cfg: Mapping[str, Any], name: str = "<name>") -> list[Path]:
+    """The raw files dataset ``name`` is prepared from: the RFS pickles or npz files under its ``source`` ([] for
+    the synthetic generator, whose input is its config).  A missing directory or file is a DataError naming the path
+    and the config key that sets it (Snakemake's dry run and scripts/make_dvc.py report it before any job)."""
+    if ds_cfg["format"] == "synthetic":
+        return []
     root = Path(ds_cfg["source"])
     if not root.is_dir():
-        raise DataError(f"{root}: dataset directory not found (set data.datasets.<name>.source)")
+        raise DataError(f"{root}: dataset directory not found (set data.datasets.{name}.source)")
     fmt = ds_cfg["format"]
     if fmt == "mini_imagenet":
         names = list(readers.MINI_FILES.values())
@@ -106,7 +111,7 @@ def _source_files(ds_cfg: Mapping[str, Any]) -> list[Path]:
     paths = [root / n for n in names]
     for p in paths:
         if not p.exists():
-            raise DataError(f"{p}: file not found")
+            raise DataError(f"{p}: file not found (the raw files of data.datasets.{name}.source)")
     return paths
 
 
