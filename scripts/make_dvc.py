@@ -17,7 +17,7 @@ import yaml
 from metantk_nas import cli
 from metantk_nas.config import (STUDY_METHODS, comparisons, iter_runs, present_params, study_reuses_grid,
                                 study_run_root, study_runs)
-from metantk_nas.provenance import write_text_atomic
+from metantk_nas.provenance import PROV_SUFFIX, write_text_atomic
 
 # The stages run through scripts/py, the project's interpreter found without PATH (however DVC is started).
 PY = "scripts/py"
@@ -29,6 +29,16 @@ def kept(*paths, **flags):
     config) would otherwise lose finished work that is not in DVC's cache (e.g. made by Snakemake).  Every stage
     writes its outputs atomically, so a kept output is replaced only by a finished one."""
     return [{p: {"persist": True, **flags}} for p in paths]
+
+
+def with_provenance(*files):
+    """``files`` and the provenance record beside each (``<file>.prov.json``), all kept: DVC caches and pushes the
+    records with the artifacts, so a clone that pulls them can audit every number (scripts/audit.py)."""
+    return kept(*files) + provenance(*files)
+
+
+def provenance(*files):
+    return kept(*(f"{f}{PROV_SUFFIX}" for f in files))
 
 
 def stage_params(parsed, stage):
@@ -67,7 +77,7 @@ def build(cfg, configfiles) -> tuple[dict, dict]:
                    + " ".join(f"{m}={p}" for m, p in genotypes.items())
                    + f" --title '{c.dataset}, {c.cells} cells, seed {c.seed}: every method' --out {stem}",
             "deps": ["scripts/compare_cells.py", "src/metantk_nas/nas/diagram.py", *genotypes.values()],
-            "outs": kept(f"{stem}.png", f"{stem}.pdf")}
+            "outs": with_provenance(f"{stem}.png", f"{stem}.pdf")}
     study_datasets = sorted({r.dataset for r in study} - set(grid_datasets))
     side = run_stages(ctx, study_datasets, extra, extra if reuse else [], metrics=False)
     side |= study_stages(ctx, study)
@@ -114,20 +124,20 @@ def run_stages(ctx: Context, datasets, searched_runs, trained_runs, metrics: boo
             "cmd": f"{PY} scripts/prepare_data.py --configfile {cf} --dataset ${{key}} --out {prep}/${{key}}",
             "deps": ["scripts/prepare_data.py", "src/metantk_nas/data", "${item.raw}"],
             "params": stage_params(parsed, "prepare_data"),
-            "outs": kept(f"{prep}/${{key}}/manifest.json", *prepared)}}
+            "outs": with_provenance(f"{prep}/${{key}}/manifest.json", *prepared)}}
     if searched:
         stages["search"] = {"foreach": searched, "do": {
             "cmd": f"{PY} scripts/search.py --configfile {cf} {RUN_ARGS} --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
             "deps": ["scripts/search.py", "src/metantk_nas/search", "src/metantk_nas/kernels", "src/metantk_nas/nas",
                      f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "search"),
-            "outs": kept("${item.dir}/search.json", "${item.dir}/cost.json")}}
+            "outs": with_provenance("${item.dir}/search.json", "${item.dir}/cost.json")}}
         stages["export_genotype"] = {"foreach": searched, "do": {
             "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --search ${{item.dir}}/search.json "
                    f"--prepared {prep}/${{item.dataset}} --out ${{item.dir}} {TITLE}",
             "deps": ["scripts/export_genotype.py", "${item.dir}/search.json", f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "export_genotype"),
-            "outs": kept("${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png")}}
+            "outs": with_provenance("${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png")}}
     if trained:
         stages["train"] = {"foreach": trained, "do": {
             "cmd": f"{PY} scripts/train.py --configfile {cf} {RUN_ARGS} --genotype ${{item.dir}}/genotype.json "
@@ -135,7 +145,8 @@ def run_stages(ctx: Context, datasets, searched_runs, trained_runs, metrics: boo
             "deps": ["scripts/train.py", "src/metantk_nas/fsl/train.py", "${item.dir}/genotype.json",
                      f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "train"),
-            "outs": kept("${item.dir}/model.pt", "${item.dir}/train_curve.png", "${item.dir}/metrics.json"),
+            "outs": with_provenance("${item.dir}/model.pt", "${item.dir}/train_curve.png", "${item.dir}/metrics.json")
+            + provenance("${item.dir}/train_log.csv"),
             "plots": kept("${item.dir}/train_log.csv", x="epoch", y="loss")}}
         fewshot = kept("${item.dir}/fewshot.json")
         stages["evaluate"] = {"foreach": trained, "do": {
@@ -144,12 +155,13 @@ def run_stages(ctx: Context, datasets, searched_runs, trained_runs, metrics: boo
             "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.dir}/model.pt",
                      "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "evaluate"),
-            **({"metrics": fewshot} if metrics else {"outs": fewshot})}}
+            **({"metrics": fewshot, "outs": provenance("${item.dir}/fewshot.json")} if metrics
+               else {"outs": with_provenance("${item.dir}/fewshot.json")})}}
     if published:
         stages["published_genotype"] = {"foreach": published, "do": {
             "cmd": f"{PY} scripts/export_genotype.py --configfile {cf} --published metanas_in_v2 --out ${{item.dir}} {TITLE}",
             "deps": ["scripts/export_genotype.py", ctx.cfg["tables"]["genotypes"]],
-            "outs": kept("${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png")}}
+            "outs": with_provenance("${item.dir}/genotype.json", "${item.dir}/genotype.txt", "${item.dir}/cell_normal.png")}}
     return stages
 
 
@@ -166,7 +178,7 @@ def study_stages(ctx: Context, study) -> dict:
         "deps": ["scripts/study_score.py", "src/metantk_nas/search", "src/metantk_nas/kernels", "src/metantk_nas/nas",
                  "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
         "params": stage_params(parsed, "study_score"),
-        "outs": kept("${item.dir}/scores.json")}}}
+        "outs": with_provenance("${item.dir}/scores.json")}}}
     if not study_reuses_grid(cfg):
         runs = ctx.items(study, tree)
         stages["study_train"] = {"foreach": runs, "do": {
@@ -175,15 +187,15 @@ def study_stages(ctx: Context, study) -> dict:
             "deps": ["scripts/train.py", "src/metantk_nas/fsl/train.py", "${item.dir}/genotype.json",
                      f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "study_train"),
-            "outs": kept("${item.sdir}/model.pt", "${item.sdir}/train_log.csv", "${item.sdir}/train_curve.png",
-                         "${item.sdir}/metrics.json")}}
+            "outs": with_provenance("${item.sdir}/model.pt", "${item.sdir}/train_log.csv",
+                                    "${item.sdir}/train_curve.png", "${item.sdir}/metrics.json")}}
         stages["study_evaluate"] = {"foreach": runs, "do": {
             "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {RUN_ARGS} --model ${{item.sdir}}/model.pt "
                    f"--genotype ${{item.dir}}/genotype.json --prepared {prep}/${{item.dataset}} --out ${{item.sdir}} --study",
             "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.sdir}/model.pt",
                      "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "study_evaluate"),
-            "outs": kept("${item.sdir}/fewshot.json")}}
+            "outs": with_provenance("${item.sdir}/fewshot.json")}}
     stages["study"] = {
         "cmd": f"{PY} scripts/study.py --configfile {cf} --results {res} --out {out}",
         "deps": ["scripts/study.py", "src/metantk_nas/report/study.py",
