@@ -62,17 +62,12 @@ def prepare_dataset(name: str, ds_cfg: Mapping[str, Any], out_dir: str | Path) -
     """Read the raw files (or generate), validate, write the prepared format atomically. Idempotent."""
     out_dir = Path(out_dir)
     prov = Provenance(stage="prepare_data", config={"dataset": name, **dict(ds_cfg)})
-    if ds_cfg["format"] != "synthetic":
-        src_files = raw_files(ds_cfg)
-        sources = {str(p): sha256_file(p) for p in src_files}
-    else:
-        sources = {}
+    sources = {str(p): sha256_file(p) for p in raw_files(ds_cfg, name)}   # {} for the synthetic generator
     if _up_to_date(out_dir, sources, ds_cfg):
         log.info("%s: prepared data in %s is up to date; nothing to do", name, out_dir)
         return json.loads((out_dir / MANIFEST).read_text())
     splits, mean, std = read_raw(ds_cfg)
-    if ds_cfg["format"] != "synthetic":
-        prov.add_inputs([Path(p) for p in sources])
+    prov.add_inputs([Path(p) for p in sources])
     outputs: dict[str, str] = {}
     split_info = {}
     for split, raw in splits.items():

@@ -143,7 +143,7 @@ class PruningSearch:
 
     def networks_per_pass(self) -> int | None:
         """Networks per kernel pass (1: one by one); None when the method computes no kernel (linreg, random)."""
-        if self.scorer is None or self.scorer.kernel_net is None or self.cfg.method == "linreg":
+        if self.scorer is None or self.scorer.kernel_net is None:   # linreg and random build no kernel network
             return None
         return self.scorer.pass_size()
 
@@ -154,7 +154,7 @@ class PruningSearch:
         if self.cfg.method == "linreg" or not self.scorer.batchable():
             return 1
         per_candidate = 2 if self.cfg.fidelity.fresh_batch_per_candidate else 1
-        return max(1, self.scorer.networks_per_pass(self.scorer.kernel_group()) // per_candidate)
+        return max(1, self.scorer.pass_size() // per_candidate)
 
     # -- scores of many candidates, resumable -----------------------------------------------------------------------
     def _score_all(self, cands: list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]],
