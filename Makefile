@@ -32,12 +32,12 @@ demo: $(STAMP)
 	@echo "make demo: the whole DAG on the embedded synthetic data (config/smoke.yaml), one line per finished job"
 	@set -o pipefail; PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES) \
 	  --configfile config/smoke.yaml --rerun-incomplete --scheduler greedy --quiet rules host reason 2>&1 | $(PY) -m metantk_nas.progress
-	@DVC=$(VENV)/bin/dvc scripts/dvc_record   # DVC records what Snakemake made: `dvc status dvc.yaml` is clean
+	@DVC=$(VENV)/bin/dvc scripts/dvc_record   # DVC records what Snakemake made: `dvc status` is clean
 	@cat results/smoke/tables/summary.txt
 	@echo "Next:"
 	@echo "  $(VENV)/bin/snakemake --configfile config/smoke.yaml --report results/smoke/report.html   # HTML report: tables, cells, curves"
 	@echo "  $(VENV)/bin/python scripts/audit.py results/smoke/tables/table1.tex                        # provenance of every number"
-	@echo "  $(VENV)/bin/dvc status dvc.yaml && $(VENV)/bin/dvc metrics show                           # the same results through DVC (README)"
+	@echo "  $(VENV)/bin/dvc status && $(VENV)/bin/dvc metrics show                                    # the same results through DVC (README)"
 
 test: $(STAMP)
 	bash .ci/system-deps.sh --best-effort

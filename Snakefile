@@ -1,7 +1,7 @@
 # MetaNTK-NAS reproduction DAG. What runs is decided by the config (see config/README.md), never by editing rules:
 #   snakemake --cores 2 --configfile config/smoke.yaml     # the embedded synthetic demo (what `make demo` runs)
 #   snakemake --profile slurm                               # the paper grid on a SLURM cluster
-#   snakemake --cores 2 --configfile config/smoke.yaml study   # the score-vs-accuracy study (Table 3), not in `all`
+#   snakemake study --cores 2 --configfile config/smoke.yaml   # the score-vs-accuracy study (Table 3), not in `all`
 
 
 configfile: "config/config.yaml"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from metantk_nas import cli
-from metantk_nas.config import search_config, stage_config_subset
+from metantk_nas.config import SEARCHED_METHODS, search_config, stage_config_subset
 from metantk_nas.data.prepared import load_split
 from metantk_nas.provenance import Provenance, device_name, write_json_atomic
 from metantk_nas.search.pruning import PruningSearch
@@ -62,7 +62,7 @@ def main(args, cfg):
 
 if __name__ == "__main__":
     p = cli.parser(__doc__)
-    cli.add_run_args(p)
+    cli.add_run_args(p, SEARCHED_METHODS)
     p.add_argument("--prepared", required=True, help="prepared dataset directory (its train split is used)")
     p.add_argument("--out", required=True, help="output directory")
     sys.exit(cli.run(main, p))

@@ -16,8 +16,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # test module runs whole on one worker, so its module-scoped fixtures (one tiny DAG, one DVC repository, one SLURM) are
 # built once.  The workers take the modules longest first (SLOW_MODULES, measured on 2 cores), so the short ones fill
 # in after them.
-SLOW_MODULES = ["test_dvc.py", "test_workflow.py", "test_slurm.py", "test_fidelity.py", "test_search.py",
-                "test_fsl.py", "test_config.py", "test_batched.py"]
+SLOW_MODULES = ["test_dvc.py", "test_workflow.py", "test_slurm.py", "test_docs.py", "test_fidelity.py",
+                "test_search.py", "test_fsl.py", "test_config.py", "test_batched.py"]
 
 
 def test_threads() -> int | None:

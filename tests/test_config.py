@@ -110,3 +110,13 @@ def test_every_script_has_a_help_with_an_example():
         proc = run_script(f"scripts/{script}.py", "--help", check=False)
         assert proc.returncode == 0 and "usage" in proc.stdout and "Example" in proc.stdout, script
         assert f"scripts/{script}.py" in (ROOT / "README.md").read_text(), f"README lists no scripts/{script}.py"
+
+
+def test_the_search_refuses_metanas_whose_cell_is_published_with_one_line(tmp_path):
+    from conftest import run_script
+
+    args = [a if a != "metantk" else "metanas" for a in SCRIPT_ARGS["search"]]
+    proc = run_script(ROOT / "scripts/search.py", "--configfile", ROOT / "config/config.yaml", *args, check=False,
+                      cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        "argument --method: invalid choice: 'metanas' (choose from 'metantk', 'tenas', 'linreg', 'random')")

@@ -13,7 +13,11 @@ from conftest import ROOT, placeholder_raw, require
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-TREE = ["Snakefile", "workflow", "config", "scripts", "tests/configs", "tests/slurm", "slurm"]
+TREE = ["Snakefile", "workflow", "config", "scripts", "tests/configs", "tests/slurm", "slurm", "slurm-noacct"]
+# the shipped no-accounting profile, unmodified; on the command line only what makes a test run quick (a smaller
+# jobs limit, a short latency wait and first status check) and keeps the logs the test reads
+QUICK = ["--jobs", "4", "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "1",
+         "--slurm-keep-successful-logs"]
 GPU_STAGES = {"search", "train", "evaluate"}
 
 
@@ -61,7 +65,7 @@ def test_paper_grid_dry_run_with_the_shipped_profile(slurm, tmp_path):
     for rule, partition in (("train", "gpu"), ("search", "gpu"), ("prepare_data", "cpu"), ("tables", "cpu")):
         jobs = [b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M)]
         assert jobs and all(f"slurm_partition={partition}" in b for b in jobs), rule
-    assert all("gres=gpu:1" in b for b in blocks if re.search(r"^rule train:", b, flags=re.M))
+    assert all(re.search(r"\bgpu=1\b", b) for b in blocks if re.search(r"^rule train:", b, flags=re.M))
     # the early warning (resources.signal_before_limit) on the stages that checkpoint, and only there
     for rule, warned in (("train", True), ("search", True), ("evaluate", False), ("prepare_data", False)):
         jobs = [b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M)]
@@ -117,10 +121,11 @@ SIGNALLED = {"rule_search_wildcards_synthetic_metantk_5_0": ("search", f"{SEARCH
 @pytest.fixture(scope="module")
 def slurm_dag(slurm, tmp_path_factory):
     """One run of the tiny DAG (tests/configs/preempt.yaml: metantk and the published cell, jobs long enough to be
-    interrupted) through `snakemake --profile tests/slurm/profile --retries 2`, during which the metantk search is
+    interrupted) through `snakemake --profile slurm-noacct` (the shipped profile for a SLURM without accounting, as
+    this test cluster is; its `retries: 2`), during which the metantk search is
     signalled mid-round and the metanas training job mid-epoch; and the same DAG run locally, uninterrupted."""
     wd = _copy(tmp_path_factory.mktemp("slurm"))
-    proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", "tests/slurm/profile", "--retries", "2", *CONFIGS],
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", "slurm-noacct", *QUICK, *CONFIGS],
                             cwd=wd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         jobs = _signal_jobs_when({k: wd / f for k, (_, f) in SIGNALLED.items()}, proc)

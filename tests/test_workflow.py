@@ -21,6 +21,8 @@ def test_dry_run_lists_the_grid(configs, tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     assert counts["train"] == counts["evaluate"] == str(n_runs)
     assert counts["prepare_data"] == ("2" if not configs else "1")
+    claim = re.search(r"The smoke DAG has (\d+) jobs and the paper grid (\d+)", (ROOT / "README.md").read_text())
+    assert claim and counts["total"] == claim.group(2 if not configs else 1), counts["total"]   # the README's counts
 
 
 def test_a_missing_raw_dataset_stops_the_dry_run_naming_the_path_and_its_key(tmp_path):
@@ -29,6 +31,19 @@ def test_a_missing_raw_dataset_stops_the_dry_run_naming_the_path_and_its_key(tmp
     proc = snakemake("-n", "--cores", "1", cwd=copy_tree(tmp_path), check=False)
     assert proc.returncode != 0
     assert "data/raw/miniImageNet: dataset directory not found (set data.datasets.mini.source)" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "experiment=x"], "--config experiment: overrides are not supported"),
+    (["--configfile", "extra.yaml"], "config: resources.stages.search.extra: '--constraint=a100' sets the node "
+                                     "constraints, which the SLURM executor plugin sets itself")])
+def test_settings_the_scripts_would_never_see_stop_the_dry_run_with_one_line(args, message, tmp_path):
+    """A --config override (the scripts read the config files) and an sbatch flag the SLURM plugin manages (it
+    would refuse the job at submission, hours into a run) stop the dry run with one line naming them."""
+    wd = copy_tree(tmp_path)
+    (wd / "extra.yaml").write_text("resources: {stages: {search: {extra: '--constraint=a100'}}}\n")
+    proc = snakemake("-n", "--cores", "1", "--configfile", "config/smoke.yaml", *args, cwd=wd, check=False)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-2000:]
 
 
 def test_bad_config_stops_snakemake_with_one_line(tmp_path):
@@ -202,3 +217,50 @@ def test_conda_environments_pin_what_requirements_txt_pins():
     assert "download.pytorch.org/whl/cu" in cuda
     rules = "\n".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
     assert len(re.findall(r"^    conda:", rules, re.M)) == len(re.findall(r"^rule ", rules, re.M)) == 10
+
+
+FAKE_SLURM = {   # what the SLURM executor plugin calls, faked: sbatch records its arguments and refuses the job
+    "sbatch": 'printf "%s\\n" "$*" >> "$SBATCH_LOG"; echo "sbatch: error: recorded by the test" >&2; exit 1',
+    "sacctmgr": 'echo site-acct',   # the plugin validates a given account against the user's accounts
+    **{tool: "exit 1" for tool in ("scontrol", "sinfo", "squeue", "sacct", "sshare")}}
+
+
+def test_sbatch_gets_the_account_the_gpu_type_and_the_stages_extra_flags_with_the_signal_kept(tmp_path):
+    """The sbatch arguments the SLURM executor plugin builds for a search job (a fake sbatch records them): the
+    account (resources.account), the GPU type (resources.gpu_type -> --gpus=<type>:1), and the stage's extra flags
+    after the early-warning --signal, which they do not replace; a CPU job gets no GPU."""
+    (tmp_path / "wd").mkdir()
+    wd = copy_tree(tmp_path / "wd")
+    (wd / "site.yaml").write_text("resources:\n  account: site-acct\n  gpu_type: a100\n"
+                                  "  stages:\n    search: {extra: '--reservation=paper --nice=10'}\n")
+    configs = ["--configfile", "tests/configs/tiny.yaml", "site.yaml"]
+    snakemake("--cores", "1", "data/prepared-tiny/synthetic/manifest.json", *configs, cwd=wd)   # locally
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool, body in FAKE_SLURM.items():
+        (fake / tool).write_text(f"#!/bin/bash\n{body}\n")
+        (fake / tool).chmod(0o755)
+    log = tmp_path / "sbatch.log"
+    env = {**ENV, "PATH": f"{fake}:{ENV['PATH']}", "SBATCH_LOG": str(log)}
+    search = "results/tiny/synthetic/metantk/cells5/seed0/search.json"
+    for target in (search, "results/tiny/synthetic/metanas/cells5/seed0/genotype.json"):
+        proc = subprocess.run([str(BIN / "snakemake"), "--executor", "slurm", "--jobs", "1", target, *configs,
+                               "--slurm-init-seconds-before-status-checks", "1"],
+                              cwd=wd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and "recorded by the test" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    gpu_job, cpu_job = log.read_text().splitlines()
+    assert " -A site-acct " in gpu_job and " -p gpu " in gpu_job and "--gpus=a100:1" in gpu_job, gpu_job
+    assert "--signal=TERM@300 --reservation=paper --nice=10" in gpu_job, gpu_job
+    assert " -A site-acct " in cpu_job and " -p cpu " in cpu_job and "--gpus" not in cpu_job, cpu_job
+    assert "--signal" not in cpu_job and "--reservation" not in cpu_job, cpu_job
+
+
+def test_a_local_run_holds_at_most_k_gpu_jobs_at_once():
+    """GPU stages declare `gpu: 1`, so `snakemake --cores N --resources gpu=K` never runs more than K of them at
+    once on one machine; CPU stages declare none."""
+    proc = snakemake("-n", "--cores", "1", "--configfile", "config/smoke.yaml", "-p", "--resources", "gpu=1")
+    blocks = proc.stdout.split("\n\n")
+    for rule, gpu in (("search", True), ("train", True), ("evaluate", True), ("prepare_data", False),
+                      ("tables", False)):
+        jobs = [b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M)]
+        assert jobs and all(("gpu=1" in b) == gpu for b in jobs), rule

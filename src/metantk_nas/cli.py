@@ -5,9 +5,9 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from .config import load_config
+from .config import METHODS, load_config
 from .errors import PipelineError
 from .preemption import EXIT_REQUEUE, Preempted
 
@@ -73,9 +73,12 @@ def resolve_device(cfg: dict[str, Any]) -> "torch.device":  # noqa: F821
     return torch.device(want)
 
 
-def add_run_args(p: argparse.ArgumentParser) -> None:
+def add_run_args(p: argparse.ArgumentParser, methods: Sequence[str] = METHODS) -> None:
+    """The run's wildcards; ``methods``: those the stage accepts (the search: not metanas, whose cell is published)."""
     p.add_argument("--dataset", required=True, help="a key of data.datasets")
-    p.add_argument("--method", required=True, choices=["metantk", "tenas", "linreg", "random", "metanas"])
+    p.add_argument("--method", required=True, choices=list(methods),
+                   help=None if "metanas" in methods else "metanas has no search: its cell is the published one "
+                                                          "(config/genotypes.yaml), written by export_genotype.py")
     p.add_argument("--cells", required=True, type=int, help="number of stacked cells (5 or 8 in the paper)")
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: Snakemake's or torch's)")

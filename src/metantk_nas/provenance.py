@@ -1,4 +1,4 @@
-"""Hashes, atomic writes and provenance records (DESIGN.md §4).
+"""Hashes, atomic writes and provenance records (docs/design.md §4).
 
 Every artifact ``X`` written by a stage gets a record ``X.prov.json`` next to it: stage, command line, config
 subset and its hash, sha256 of every input and output, code version, package versions, device, seed, wall time,

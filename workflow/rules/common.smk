@@ -1,4 +1,5 @@
 # Shared definitions of the DAG: config validation, paths, and the helpers the rules call.
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,14 @@ try:
     validate_config(config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+if workflow.config_settings.config:
+    # the scripts re-read the config files: an override would plan jobs under values they never see
+    raise WorkflowError(
+        "--config "
+        + " ".join(sorted(workflow.config_settings.config))
+        + ": overrides are not supported (the stage scripts read the config files); put the keys in an "
+        "overlay YAML and add it with --configfile"
+    )
 
 
 def _configfiles():
@@ -85,24 +94,55 @@ def raw_inputs(wildcards):
 
 
 def stage_resources(stage):
-    r = config["resources"]["stages"][stage]
+    """The rule's resources, for the SLURM executor plugin and for local runs: partition, runtime, memory, CPUs;
+    on GPU stages `gpu: 1` (sbatch --gpus=1, or --gpus=<type>:1 with resources.gpu_type; locally,
+    `--resources gpu=K` runs at most K of them at once); the account; and slurm_extra: the early-warning signal
+    followed by the stage's own sbatch flags (resources.stages.<stage>.extra), so that neither replaces the other.
+    """
+    res_cfg = config["resources"]
+    r = res_cfg["stages"][stage]
     res = {
         "runtime": r["runtime"],
         "mem_mb": r["mem_mb"],
         "cpus_per_task": r["cpus"],
-        "slurm_partition": config["resources"][
-            "gpu_partition" if r["gpu"] else "cpu_partition"
-        ],
+        "slurm_partition": res_cfg["gpu_partition" if r["gpu"] else "cpu_partition"],
     }
+    if res_cfg["account"]:
+        res["slurm_account"] = res_cfg["account"]
     if r["gpu"]:
-        res["gres"] = "gpu:1"
-    warn = config["resources"]["signal_before_limit"]
+        res["gpu"] = 1
+        if res_cfg["gpu_type"]:
+            res["gpu_model"] = res_cfg["gpu_type"]
+    extra = []
+    warn = res_cfg["signal_before_limit"]
     if warn and stage in CHECKPOINTING_STAGES:
         # SLURM signals every process of the job step: the inner Snakemake (under srun) and the script.  SIGTERM,
         # not SIGUSR1: Snakemake handles SIGTERM by waiting for its running job, SIGUSR1 would kill it (and with
         # it the step) mid-checkpoint.  The script checkpoints and exits 75; Snakemake's retry resumes it.
-        res["slurm_extra"] = f"--signal=TERM@{warn}"
+        extra.append(f"--signal=TERM@{warn}")
+    if r.get("extra"):
+        _check_sbatch_extra(stage, r["extra"])
+        extra.append(r["extra"])
+    if extra:
+        res["slurm_extra"] = " ".join(extra)
     return res
+
+
+def _check_sbatch_extra(stage, extra):
+    """One line naming the key when resources.stages.<stage>.extra sets a flag the SLURM plugin manages itself."""
+    try:
+        from snakemake_executor_plugin_slurm.validation import (
+            get_forbidden_slurm_options,
+        )
+    except ImportError:  # no SLURM plugin: the flags are never used
+        return
+    for pattern, name in get_forbidden_slurm_options().items():
+        if re.search(pattern, extra):
+            raise WorkflowError(
+                f"config: resources.stages.{stage}.extra: {extra!r} sets the {name}, which the SLURM executor "
+                "plugin sets itself (account: resources.account; GPU type: resources.gpu_type; other plugin "
+                "resources such as constraint or qos: set-resources in your profile)"
+            )
 
 
 def stage_threads(stage):

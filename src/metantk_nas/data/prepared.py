@@ -1,4 +1,4 @@
-"""The prepared format (DESIGN.md §4) and the ``prepare_data`` stage.
+"""The prepared format (docs/design.md §4) and the ``prepare_data`` stage.
 
 ``{prepared_root}/{dataset}/``:
   ``{split}_images.npy``  uint8 (N, H, W, 3), read memory-mapped;

@@ -1,6 +1,6 @@
 """A restricted unpickler: only numpy arrays/dtypes/scalars and builtin containers can be reconstructed.
 
-Raw RFS pickles are opened once, here (DESIGN.md §4).  Anything else (``os.system``, ``subprocess``, arbitrary
+Raw RFS pickles are opened once, here (docs/design.md §4).  Anything else (``os.system``, ``subprocess``, arbitrary
 classes) is refused with a :class:`DataError` naming the file, before it can run.
 """
 from __future__ import annotations
