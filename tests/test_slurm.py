@@ -38,9 +38,11 @@ def _snakemake(wd, *args, timeout=900):
 
 @pytest.fixture(scope="module")
 def slurm():
-    tools = [shutil.which(t) for t in ("slurmctld", "slurmd", "sbatch", "munged")]
-    require(all(tools) and os.geteuid() == 0, "SLURM (slurmctld, slurmd, slurm-client, munge) and root are needed")
-    up = subprocess.run(["bash", str(ROOT / "tests/slurm/start.sh")], capture_output=True, text=True, timeout=180)
+    tools = [shutil.which(t) for t in ("slurmctld", "slurmd", "sbatch", "munged", "slurmdbd", "mariadbd")]
+    require(all(tools) and os.geteuid() == 0,
+            "SLURM (slurmctld, slurmd, slurm-client, munge, slurmdbd), MariaDB and root are needed")
+    up = subprocess.run(["bash", str(ROOT / "tests/slurm/start.sh"), "--accounting"], capture_output=True, text=True,
+                        timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     yield
     subprocess.run(["bash", str(ROOT / "tests/slurm/stop.sh")], capture_output=True, timeout=60)
@@ -113,6 +115,7 @@ def _signal_jobs_when(watch: dict[str, Path], proc: subprocess.Popen, timeout: f
 
 
 CONFIGS = ["--configfile", "tests/configs/tiny.yaml", "tests/configs/preempt.yaml"]
+SITE = "tests/configs/slurm-site.yaml"   # the test cluster's account, as a user's overlay sets it
 SEARCH_RUN, TRAIN_RUN = (f"results/tiny/synthetic/{m}/cells5/seed0" for m in ("metantk", "metanas"))
 SIGNALLED = {"rule_search_wildcards_synthetic_metantk_5_0": ("search", f"{SEARCH_RUN}/search_state.json"),
              "rule_train_wildcards_synthetic_metanas_5_0": ("train", f"{TRAIN_RUN}/checkpoints/ckpt_last.pt")}
@@ -121,11 +124,12 @@ SIGNALLED = {"rule_search_wildcards_synthetic_metantk_5_0": ("search", f"{SEARCH
 @pytest.fixture(scope="module")
 def slurm_dag(slurm, tmp_path_factory):
     """One run of the tiny DAG (tests/configs/preempt.yaml: metantk and the published cell, jobs long enough to be
-    interrupted) through `snakemake --profile slurm-noacct` (the shipped profile for a SLURM without accounting, as
-    this test cluster is; its `retries: 2`), during which the metantk search is
-    signalled mid-round and the metanas training job mid-epoch; and the same DAG run locally, uninterrupted."""
+    interrupted) through `snakemake --profile slurm` (the shipped profile: jobs tracked by sacct, its `retries: 2`)
+    with the account from a site overlay, on the cluster with its accounting database, during which the metantk
+    search is signalled mid-round and the metanas training job mid-epoch; and the same DAG run locally,
+    uninterrupted."""
     wd = _copy(tmp_path_factory.mktemp("slurm"))
-    proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", "slurm-noacct", *QUICK, *CONFIGS],
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", "slurm", *QUICK, *CONFIGS, SITE],
                             cwd=wd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         jobs = _signal_jobs_when({k: wd / f for k, (_, f) in SIGNALLED.items()}, proc)
@@ -153,6 +157,13 @@ def test_tiny_dag_runs_through_sbatch_on_the_right_partitions(slurm_dag):
             assert job_id is not None, f"{stage} did not run under SLURM"
             assert partition == ("gpu" if stage in GPU_STAGES else "cpu"), (stage, partition)
             assert comp[job_id]["JobState"] == "COMPLETED" and comp[job_id]["Partition"] == partition
+    # the accounting database has every job, under the overlay's account (what the plugin's sacct queries read)
+    acct = subprocess.run(["sacct", "-n", "-P", "-X", "-a", "-o", "JobID,Account,Partition,State"], capture_output=True,
+                          text=True, check=True).stdout
+    rows = {line.split("|")[0]: line.split("|") for line in acct.splitlines()}
+    for stage, jobs in by_stage.items():
+        for job_id, partition in jobs:
+            assert rows[job_id][1:4] == ["metantk-lab", partition, "COMPLETED"], (stage, rows.get(job_id))
     # the results equal those of the local run
     fewshot = list((local / "results/tiny").rglob("fewshot.json"))
     assert len(fewshot) == 2
@@ -180,3 +191,23 @@ def test_signalled_search_and_train_jobs_resume_on_retry_to_identical_artifacts(
     assert json.loads((local / TRAIN_RUN / "metrics.json").read_text())["resumed_at"] == []
     for name in (f"{SEARCH_RUN}/search.json", f"{TRAIN_RUN}/model.pt", f"{SEARCH_RUN}/model.pt"):
         assert (wd / name).read_bytes() == (local / name).read_bytes(), name
+
+
+def test_the_no_accounting_profile_completes_the_dag_on_a_cluster_without_accounting(slurm_dag, tmp_path):
+    """The same cluster restarted without its accounting database (sacct exits 1, as on a site that runs no
+    slurmdbd): the shipped slurm-noacct/ profile (squeue for status, no account) completes the published cell's
+    runs from scratch, on the right partitions, to the results of the local run. Runs last in this module."""
+    _, local, _ = slurm_dag
+    down = subprocess.run(["bash", str(ROOT / "tests/slurm/start.sh"), "--no-accounting"], capture_output=True,
+                          text=True, timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert subprocess.run(["sacct", "-n", "-X"], capture_output=True).returncode != 0   # no accounting now
+    wd = _copy(tmp_path / "noacct")
+    target = f"{TRAIN_RUN}/fewshot.json"
+    proc = _snakemake(wd, "--profile", "slurm-noacct", *QUICK, target, *CONFIGS)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in wd.rglob("*.prov.json")]
+    assert {r["stage"] for r in records} >= {"prepare_data", "export_genotype", "train", "evaluate"}
+    assert all(r["slurm"]["job_id"] and r["slurm"]["partition"] == ("gpu" if r["stage"] in GPU_STAGES else "cpu")
+               for r in records)
+    assert (json.loads((wd / target).read_text())["results"] == json.loads((local / target).read_text())["results"])

@@ -66,6 +66,13 @@ def test_whole_dag_produces_the_tables(tiny_run):
         assert (tables / f).stat().st_size > 0
     tex = (tables / "table2.tex").read_text()
     assert "\\toprule" in tex and "MetaNTK-NAS" in tex
+    # the README's sample of the demo's table1.md has the columns and row labels the code writes today
+    sample = (ROOT / "README.md").read_text().split("`results/smoke/tables/table1.md` of that run", 1)[1]
+    sample_rows = [line for line in sample.split("\n\n", 2)[1].splitlines() if line.startswith("|")]
+    ours = [line for line in (tables / "table1.md").read_text().splitlines() if line.startswith("|")]
+    cells = lambda row: [c.strip() for c in row.strip("|").split("|")]   # noqa: E731
+    assert cells(sample_rows[0]) == cells(ours[0])
+    assert {tuple(cells(r)[:2]) for r in sample_rows[2:]} >= {tuple(cells(r)[:2]) for r in ours[2:]}
     few = json.loads((tiny_run / "results/tiny/synthetic/metantk/cells5/seed0/fewshot.json").read_text())
     for shots in (1, 5):      # the stage's summary keys are its per-episode accuracies' mean, in %
         per = few["results"][f"{shots}shot"]["per_episode"]
