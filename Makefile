@@ -14,11 +14,12 @@ XDIST  ?= -n $(shell nproc) --dist loadfile --no-loadscope-reorder
 # threads: another thread count is another reduction order (issue 30); CHUNKING_THREADS= skips that run
 CHUNKING_THREADS ?= 2
 
-.PHONY: install demo test clean-demo help
+.PHONY: install demo test test-quick clean-demo help
 
 help:
 	@echo "make demo   - install and run the smoke pipeline -> results/smoke/tables/table{1,2}.tex"
-	@echo "make test   - install and run the test suite"
+	@echo "make test   - install and run the test suite (what CI runs: SLURM, DVC, TeX included)"
+	@echo "make test-quick - unit, independent-reference and fidelity tests only (no Snakemake/DVC/SLURM runs)"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,10 @@ test: $(STAMP)
 	bash .ci/system-deps.sh --best-effort
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH TEST_THREADS=1 $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 	$(if $(CHUNKING_THREADS),TEST_THREADS=$(CHUNKING_THREADS) $(PY) -m pytest -m chunking -p no:cacheprovider tests/test_search.py tests/test_batched.py)
+
+# the quick tier: every test not marked `integration` (docs/testing.md), no system packages needed
+test-quick: $(STAMP)
+	TEST_THREADS=1 $(PY) -m pytest $(XDIST) -m "not integration" $(PYTEST_ARGS)
 
 clean-demo:
 	rm -rf results/smoke data/prepared-smoke .snakemake

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""study: the score-vs-accuracy analysis -> Table 3 (study.{tex,md,csv}), the search's stability
-(stability.{tex,md,csv}), every architecture's scores and accuracies (architectures.csv), the correlations with
-their bootstrap CIs (study.json) and a scatter plot per (dataset, cells, score) (figures/scatter-*.png).
+"""study: the score-vs-accuracy analysis -> Table 3 (study.{tex,md}: 3a, the random sample's correlations, in
+study.csv; 3b, the searched cells within the random sample, in searched.csv), the search's stability against
+chance (stability.{tex,md,csv}), every distinct architecture's scores and accuracies (architectures.csv), the
+correlations with their bootstrap CIs (study.json) and a scatter plot per (dataset, cells, score)
+(figures/scatter-*.png).
 
 Reads each study architecture's scores.json (scripts/study_score.py) and fewshot.json (the train and evaluate
 stages), and the grid's genotype.json files for the stability table. `snakemake study` runs everything it needs.
@@ -20,7 +22,8 @@ from metantk_nas.config import (STUDY_METHODS, Run, iter_runs, kernel_spec, stag
                                 study_run_root, study_runs)
 from metantk_nas.nas.genotype import load_genotype
 from metantk_nas.provenance import Provenance, write_json_atomic, write_text_atomic
-from metantk_nas.report.study import collect, correlations, scatter, stability, stability_table, table3
+from metantk_nas.report.study import (collect, correlations, distinct, scatter, searched, searched_table, stability,
+                                      stability_table, table3, with_rank_sum)
 
 log = logging.getLogger("study")
 
@@ -39,34 +42,42 @@ def main(args, cfg):
     grid = [r for r in iter_runs(cfg) if r.method in STUDY_METHODS]
     inner = {(r.dataset, r.cells): kernel_spec(cfg, r.dataset, r.cells).inner for r in [*runs, *grid]}
     root = results / study_run_root(cfg)
-    df = collect(results, runs, root, shots, sampled, inner)
-    corr = correlations(df, shots, st["bootstrap"], st["bootstrap_seed"])
+    df = collect(results, runs, root, shots, sampled)
+    arch = with_rank_sum(distinct(df, shots), inner)
+    corr = correlations(arch, shots, st["bootstrap"], st["bootstrap_seed"], inner)
     synthetic = any(cfg["data"]["datasets"][d]["format"] == "synthetic" for d in st["datasets"])
     written = []
     genotypes = {}
     for r in grid:
         path = results / r.path / "genotype.json"
         genotypes.setdefault((r.dataset, r.method, r.cells), []).append(load_genotype(path))
-    for name, table in (("study", table3(corr, shots, st["bootstrap"], synthetic)),
-                        ("stability", stability_table(stability(genotypes, df, inner)))):
-        write_text_atomic(out / f"{name}.tex", table.latex())
-        write_text_atomic(out / f"{name}.md", table.markdown())
-        write_text_atomic(out / f"{name}.csv", table.frame().to_csv(index=False))
-        written += [out / f"{name}.{e}" for e in ("tex", "md", "csv")]
-    plain = df[[c for c in df.columns if not c.startswith("repeats_")]]
+    table_a = table3(corr, shots, st["bootstrap"], synthetic)
+    table_b = searched_table(searched(arch, shots, inner), shots)
+    write_text_atomic(out / "study.tex", table_a.latex() + "\n" + table_b.latex())
+    write_text_atomic(out / "study.md", table_a.markdown() + "\n" + table_b.markdown())
+    write_text_atomic(out / "study.csv", table_a.frame().to_csv(index=False))
+    write_text_atomic(out / "searched.csv", table_b.frame().to_csv(index=False))
+    stab = stability_table(stability(genotypes, df, inner, len(cfg["search"]["ops"])))
+    write_text_atomic(out / "stability.tex", stab.latex())
+    write_text_atomic(out / "stability.md", stab.markdown())
+    write_text_atomic(out / "stability.csv", stab.frame().to_csv(index=False))
+    written += [out / f for f in ("study.tex", "study.md", "study.csv", "searched.csv", "stability.tex",
+                                  "stability.md", "stability.csv")]
+    plain = arch[[c for c in arch.columns if not c.startswith("repeats_")]]
     write_text_atomic(out / "architectures.csv", plain.to_csv(index=False))
     records = [{k: _finite(v) for k, v in row.items()} for row in corr.to_dict(orient="records")]
-    write_json_atomic(out / "study.json", {"study": st, "architectures": len(df), "correlations": records})
+    write_json_atomic(out / "study.json", {"study": st, "runs": len(df), "architectures": len(arch),
+                                           "correlations": records})
     written += [out / "architectures.csv", out / "study.json"]
     for fig in study_figures(cfg):
         _, d, c, score = Path(fig).stem.split("-", 3)
-        scatter(df, corr, d, int(c), score, shots, out / fig)
+        scatter(arch, corr, d, int(c), score, shots, out / fig)
         written.append(out / fig)
     prov = Provenance("study", stage_config_subset(cfg, "study"))
     prov.add_inputs([*(results / r.path / "scores.json" for r in runs), *(root / r.path / "fewshot.json" for r in runs),
                      *(results / r.path / "genotype.json" for r in grid)])
     prov.write(written)
-    log.info("study written: %s (%d architectures)", out, len(df))
+    log.info("study written: %s (%d distinct architectures of %d runs)", out, len(arch), len(df))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,20 @@ def test_random_cells_are_drawn_per_cells_and_seed():
     assert len({random_genotype(s, c).to_json() for s in range(5) for c in (5, 8)}) == 10
 
 
+def test_random_cells_are_drawn_from_the_configured_ops_uniformly():
+    """The Random Cell baseline and the study's random sample come from the search space of ``search.ops``: with
+    two ops each op is drawn about half the time (binomial: 200 cells x 12 edges, mean 0.5, sd 0.01), the full
+    space in any order draws the same cells as the default, and an unknown op is refused."""
+    two = ("max_pool_3x3", "sep_conv_3x3")
+    ops = [op for s in range(200) for ct in ("normal", "reduce") for node in getattr(random_genotype(s, 5, two), ct)
+           for op, _ in node]
+    assert set(ops) == set(two) and len(ops) == 200 * 12
+    assert abs(ops.count("max_pool_3x3") / len(ops) - 0.5) < 0.04   # 4 sd
+    assert all(random_genotype(s, 5, tuple(reversed(OP_NAMES))) == random_genotype(s, 5) for s in range(10))
+    with pytest.raises(ValueError, match="unknown operation"):
+        random_genotype(0, 5, ("conv_9x9",))
+
+
 def test_random_genotypes_are_valid_and_seeded():
     seen = set()
     for seed in range(50):

@@ -97,6 +97,10 @@ def test_random_differs_across_seeds_and_repeats_for_a_seed(tiny_prepared):
     b, _ = run(small_cfg("random", seed=1), tiny_prepared)
     c, _ = run(small_cfg("random", seed=2), tiny_prepared)
     assert a == b and a != c
+    # the baseline lives in the configured search space (search.ops), as the pruning methods do
+    for seed in range(20):
+        g, _ = run(small_cfg("random", seed=seed, ops=("max_pool_3x3",)), tiny_prepared)
+        assert {op for ct in ("normal", "reduce") for node in getattr(g, ct) for op, _ in node} == {"max_pool_3x3"}
 
 
 def test_search_is_deterministic(reference_run, tiny_prepared):

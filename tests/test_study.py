@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from metantk_nas.config import Run, budget_recipe, load_config, study_runs, train_config
+from metantk_nas.config import STAGE_PARAMS, Run, budget_recipe, load_config, study_runs, train_config
 from metantk_nas.errors import ConfigError, PipelineError
 from metantk_nas.nas.genotype import Genotype
-from metantk_nas.report.study import (agreement, collect, correlation, correlations, rank_sum, resamples, spread,
+from metantk_nas.report.study import (above_chance, agreement, chance_agreement, collect, correlation, correlations,
+                                      distinct, percentile, rank_sum, resamples, searched, searched_table, spread,
                                       stability, stability_table, table3)
 
 from conftest import ROOT, require
@@ -63,11 +64,32 @@ def test_constant_score_has_no_correlation():
     assert np.isnan(r.tau) and np.isnan(r.rho)
 
 
-def test_rank_sum_is_the_rank_of_kappa_plus_the_rank_of_minus_regions():
-    # kappa 3 1 2 -> ranks 3 1 2; regions 10 30 20 -> -regions -10 -30 -20 -> ranks 3 1 2; sum 6 2 4
-    assert rank_sum([3.0, 1.0, 2.0], [10, 30, 20]).tolist() == [6, 2, 4]
-    # a tie in kappa takes the average rank: 1.5 1.5 3 + (regions 5 5 9 -> -5 -5 -9 -> 2.5 2.5 1)
-    assert rank_sum([1.0, 1.0, 4.0], [5, 5, 9]).tolist() == [4, 4, 4]
+def test_rank_sum_is_the_searchs_dense_rank_of_kappa_plus_that_of_minus_regions():
+    # kappa 3 1 2 -> ascending dense ranks 2 0 1; regions 10 30 20 -> descending 2 0 1; sum 4 0 2
+    assert rank_sum([3.0, 1.0, 2.0], [10, 30, 20]).tolist() == [4, 0, 2]
+    # ties share a dense rank: kappa 1 1 4 -> 0 0 1; regions 5 5 9 -> 1 1 0; sum 1 1 1
+    assert rank_sum([1.0, 1.0, 4.0], [5, 5, 9]).tolist() == [1, 1, 1]
+    # the search's quirk: sorted by 3 significant figures (1000.4 and 1000.1 both 1.00e3: kept in their order),
+    # ranked by exact value (different: ranks 0, 1), so 1000.4 ranks before 1000.1 where a raw sort would swap them
+    assert rank_sum([1000.4, 1000.1, 2000.0], [1, 1, 1]).tolist() == [0, 1, 2]
+
+
+def test_rank_sum_is_recomputed_inside_every_resample():
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(2)
+    kappa, regions = rng.permutation(12) + 1.0, rng.permutation(12) * 10.0
+    acc = rng.normal(size=12)
+    boot = resamples(12, 50, 1)
+    r = correlation(np.column_stack([kappa, regions]), acc, boot, lambda xy: rank_sum(xy[:, 0], xy[:, 1]))
+    # by hand per resample: ranks among the resample's own rows (a duplicate row ties with its copy)
+    taus = []
+    for i in boot:
+        k, g = kappa[i], regions[i]
+        rk = np.searchsorted(np.unique(k), k)                 # dense ascending
+        rr = np.searchsorted(np.unique(-g), -g)               # dense, most regions first
+        taus.append(kendalltau(rk + rr, acc[i]).statistic)
+    assert r.tau_ci == pytest.approx(tuple(np.nanpercentile(taus, [2.5, 97.5])))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -104,48 +126,114 @@ def test_stability_table_rows(tmp_path):
 
     df = pd.DataFrame([{"dataset": "mini", "method": "metantk", "cells": 5, "origin": "grid",
                         "repeats_metantk_maml": [1.0, 3.0], "repeats_regions": [10.0, 10.0]}])
-    st = stability({("mini", "metantk", 5): [A, B], ("mini", "tenas", 5): [A]}, df, {("mini", 5): "maml"})
+    st = stability({("mini", "metantk", 5): [A, B], ("mini", "tenas", 5): [A]}, df, {("mini", 5): "maml"}, n_ops=7)
     rows = stability_table(st).frame()
-    assert rows.iloc[0].tolist() == ["mini-ImageNet", "metantk", "5", "2", "0.92", "0.83", "0.50", "0.00"]
-    assert rows.iloc[1].tolist() == ["mini-ImageNet", "tenas", "5", "1", "--", "--", "--", "--"]
+    # edges 11/12 against chance 13/18: (11/12 - 13/18) / (5/18) = 0.70; ops 10/12 against 13/126:
+    # (10/12 - 13/126) / (113/126) = 0.814
+    assert rows.iloc[0].tolist() == ["mini-ImageNet", "metantk", "5", "2", "0.92", "0.72", "0.70", "0.83", "0.10",
+                                     "0.81", "0.50", "0.00"]
+    assert rows.iloc[1].tolist() == ["mini-ImageNet", "tenas", "5", "1", "--", "0.72", "--", "--", "0.10", "--",
+                                     "--", "--"]
+
+
+def test_chance_agreement_by_hand_and_by_drawing_random_cells():
+    """Two uniform cells: node 0 has inputs {0, 1} and takes both, so it always agrees (2 of 2 edges); node 1
+    picks 2 of 3 inputs: the same pair (1/3) shares 2 edges, another pair shares 1 -> E = 2/3 * ... = 4/3; node 2
+    picks 2 of 4: the same pair (1/6) shares 2, the complementary pair (1/6) 0, the other four 1 -> E = 1.
+    Edges: (2 + 4/3 + 1) / 6 = 13/18; with ops, each shared edge also needs the same of n ops: 13/18/n."""
+    from metantk_nas.nas.genotype import random_genotype
+
+    assert chance_agreement(7) == pytest.approx((13 / 18, 13 / 126))
+    assert chance_agreement(2) == pytest.approx((13 / 18, 13 / 36))
+    # the generator itself: 1000 independent pairs of random cells of a 2-op space (sd of the mean < 0.005)
+    ops = ("sep_conv_3x3", "max_pool_3x3")
+    pairs = [(random_genotype(2 * i, 5, ops), random_genotype(2 * i + 1, 5, ops)) for i in range(1000)]
+    assert np.mean([agreement(p, False) for p in pairs]) == pytest.approx(13 / 18, abs=0.02)
+    assert np.mean([agreement(p, True) for p in pairs]) == pytest.approx(13 / 36, abs=0.02)
+    assert above_chance(13 / 18, 13 / 18) == 0 and above_chance(1.0, 13 / 18) == 1
+    assert np.isnan(above_chance(1.0, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # the analysis on fabricated files
 # ---------------------------------------------------------------------------------------------------------------
-def fabricate(results: Path, runs: list[Run], kappa, regions, acc1, acc5, repeats=2):
-    for run, k, r, a1, a5 in zip(runs, kappa, regions, acc1, acc5):
+def fabricate(results: Path, runs: list[Run], kappa, regions, acc1, acc5, repeats=2, genotypes=None, invalid=None):
+    """scores.json and fewshot.json per run; the genotype of run i is random_genotype(1000 + i) unless given."""
+    from metantk_nas.nas.genotype import random_genotype
+
+    genotypes = genotypes or [random_genotype(1000 + i, 5) for i in range(len(runs))]
+    for i, (run, k, r, a1, a5) in enumerate(zip(runs, kappa, regions, acc1, acc5)):
         d = results / run.path
         d.mkdir(parents=True, exist_ok=True)
         scores = {"metantk_maml": k, "metantk_anil": 2 * k, "ntk": k + 1, "regions": r, "params": 1000.0 + r}
+        bad = (invalid or {}).get(i, {})
+        scores |= {n: None for n in bad}
         (d / "scores.json").write_text(json.dumps({
-            "genotype_string": "G", "scores": scores,
-            "repeats": {n: [v] * repeats for n, v in scores.items() if n != "params"}}))
+            "genotype_string": genotypes[i].to_darts(), "scores": scores, "invalid": bad,
+            "repeats": {n: [v] * repeats if v is not None else [1e5] * repeats for n, v in scores.items()
+                        if n != "params"}}))
         (d / "fewshot.json").write_text(json.dumps({"results": {"1shot": {"mean": a1}, "5shot": {"mean": a5}}}))
 
 
 def test_analysis_of_fabricated_scores_gives_the_hand_computed_table(tmp_path):
-    runs = [Run("mini", "random", 5, 100 + i) for i in range(5)]
-    sampled = set(runs[:4])
-    # kappa 1..5 against 1-shot 1 3 2 5 4 (tau 0.6, rho 0.8); 5-shot decreasing in kappa (tau -1)
-    fabricate(tmp_path, runs, [1.0, 2.0, 3.0, 4.0, 5.0], [50, 40, 30, 20, 10], [1, 3, 2, 5, 4], [9, 8, 7, 6, 5])
-    df = collect(tmp_path, runs, tmp_path, (1, 5), sampled, {("mini", 5): "maml"})
-    assert df["origin"].tolist() == ["sampled"] * 4 + ["grid"]
-    assert df["acc_1shot"].tolist() == [1, 3, 2, 5, 4]
-    # rank sum = rank(kappa) + rank(-regions) = 2 * (1..5): it orders like kappa
-    assert df["rank_sum"].tolist() == [2, 4, 6, 8, 10]
-    corr = correlations(df, (1, 5), 100, 0)
+    """Six random runs of five distinct cells (run 5 trains run 2's cell again, its pairs written in another order)
+    and three searched runs whose cells have the lowest kappa and the best accuracy (metantk found one cell twice).
+    Over the random sample only, kappa 1..5 against 1-shot 1 3 2 5 4 (run 2's cell: the mean of 1 and 3) gives
+    tau 0.6 and rho 0.8 by hand (test_tau_and_rho_match_a_hand_count); the pool with the searched cells, as the
+    study computed it before, is pulled the other way by the cells chosen on the score."""
+    import pandas as pd
+    from scipy.stats import kendalltau
+
+    from metantk_nas.nas.genotype import random_genotype
+
+    rand = [Run("mini", "random", 5, 100 + i) for i in range(6)]
+    grid = [Run("mini", "metantk", 5, 0), Run("mini", "metantk", 5, 1), Run("mini", "tenas", 5, 0)]
+    cells = [random_genotype(1000 + i, 5) for i in range(5)]
+    swapped = Genotype(tuple(tuple(reversed(n)) for n in cells[2].normal), cells[2].normal_concat,
+                       tuple(tuple(reversed(n)) for n in cells[2].reduce), cells[2].reduce_concat)
+    assert swapped.to_darts() != cells[2].to_darts() and len({c.to_darts() for c in cells}) == 5
+    found = [random_genotype(7, 5), random_genotype(7, 5), random_genotype(8, 5)]
+    fabricate(tmp_path, rand + grid, [1.0, 2.0, 3.0, 4.0, 5.0, 3.0, 0.5, 0.5, 0.7], [50, 40, 30, 20, 10, 30, 60, 60, 55],
+              [1, 3, 1, 5, 4, 3, 90, 80, 70], [9, 8, 7, 6, 5, 7, 99, 97, 95], genotypes=cells + [swapped] + found,
+              invalid={4: {"metantk_anil": 2}})
+    df = collect(tmp_path, rand + grid, tmp_path, (1, 5), set(rand))
+    assert df["origin"].tolist() == ["sampled"] * 6 + ["grid"] * 3
+    arch = distinct(df, (1, 5))
+    sample = arch[arch["origin"] == "sampled"]
+    assert len(sample) == 5 and sample["runs"].tolist() == [1, 1, 2, 1, 1]
+    assert sample["acc_1shot"].tolist() == [1, 3, 2, 5, 4]
+    assert arch[arch["origin"] == "grid"][["method", "runs", "acc_1shot"]].values.tolist() == [
+        ["metantk", 2, 85.0], ["tenas", 1, 70.0]]
+    inner = {("mini", 5): "maml"}
+    corr = correlations(arch, (1, 5), 100, 0, inner)
     get = lambda score, s: corr[(corr.score == score) & (corr.shots == s)].iloc[0]   # noqa: E731
     assert get("metantk_maml", 1).tau == pytest.approx(0.6) and get("metantk_maml", 1).rho == pytest.approx(0.8)
+    assert get("metantk_maml", 1).n == 5 and get("metantk_maml", 1).runs == 6
     assert get("metantk_maml", 5).tau == pytest.approx(-1.0)
     assert get("regions", 1).tau == pytest.approx(-0.6)    # regions decrease in kappa: the opposite sign
-    assert get("rank_sum", 1).tau == pytest.approx(0.6)
+    assert get("rank_sum", 1).tau == pytest.approx(0.6)    # dense ranks 0..4 + 0..4: orders like kappa
+    # the ANIL kappa of cell 4 had no valid repeat: excluded and counted; 1 2 3 4 against 1 3 2 5 -> tau 4/6
+    assert get("metantk_anil", 1).n == 4 and get("metantk_anil", 1).excluded == 1
+    assert get("metantk_anil", 1).tau == pytest.approx(4 / 6)
+    pooled = kendalltau([1, 2, 3, 4, 5, 0.5, 0.7], [1, 3, 2, 5, 4, 85, 70]).statistic
+    assert pooled < 0 < get("metantk_maml", 1).tau   # the selection on kappa turns the sign
     t = table3(corr, (1, 5), 100, synthetic=False)
-    row = t.frame().iloc[0].tolist()
-    assert row[:5] == ["mini-ImageNet", "5", "MetaNTK κ (MAML)", "-", "5 (4 random)"]
+    frame = t.frame()
+    row = frame.iloc[0].tolist()
+    assert row[:5] == ["mini-ImageNet", "5", "MetaNTK κ (MAML)", "-", "5 (6 runs)"]
     assert row[5].startswith("0.60 [") and row[6].startswith("0.80 [") and row[7] == "-1.00 [-1.00, -1.00]"
+    assert frame.iloc[1].tolist()[4] == "4 (5 runs); 1 of 5 excluded"
+    assert "24 intervals" in t.markdown()   # 6 scores x 2 shot settings x (tau, rho)
     assert "say nothing about mini-ImageNet" not in t.markdown()
     assert "say nothing about mini-ImageNet" in table3(corr, (1, 5), 100, synthetic=True).markdown()
+    # Table 3b: the searched cells have the lowest kappa, most regions and best accuracy of all: percentile 100
+    sd = searched(arch, (1, 5), inner)
+    assert sd[["method", "runs", "kappa", "kappa_pct", "regions_pct", "acc_1shot", "acc_1shot_pct"]].values.tolist() \
+        == [["metantk", 2, 0.5, 100.0, 100.0, 85.0, 100.0], ["tenas", 1, 0.7, 100.0, 100.0, 70.0, 100.0]]
+    assert percentile(np.array([1.0, 2.0, 3.0, 4.0]), 2.5, higher_is_better=False) == 50.0   # as good as 3, 4
+    assert percentile(np.array([1.0, 2.0, 3.0, 4.0]), 2.0, higher_is_better=True) == 50.0    # at least 1, 2
+    assert searched_table(sd, (1, 5)).frame().iloc[0].tolist()[:4] == ["mini-ImageNet", "5", "metantk", "2"]
+    assert isinstance(arch, pd.DataFrame)
 
 
 def test_missing_or_corrupt_inputs_name_the_file(tmp_path):
@@ -153,10 +241,10 @@ def test_missing_or_corrupt_inputs_name_the_file(tmp_path):
     fabricate(tmp_path, runs, [1.0, 2.0], [1, 2], [1, 2], [1, 2])
     (tmp_path / runs[1].path / "fewshot.json").write_text("{not json")
     with pytest.raises(PipelineError, match=r"seed1/fewshot.json: not valid JSON"):
-        collect(tmp_path, runs, tmp_path, (1, 5), set(), {("mini", 5): "maml"})
+        collect(tmp_path, runs, tmp_path, (1, 5), set())
     (tmp_path / runs[0].path / "scores.json").unlink()
     with pytest.raises(PipelineError, match=r"seed0/scores.json: missing"):
-        collect(tmp_path, runs, tmp_path, (1, 5), set(), {("mini", 5): "maml"})
+        collect(tmp_path, runs, tmp_path, (1, 5), set())
 
 
 def test_study_tables_compile_with_pdflatex(tmp_path):
@@ -165,10 +253,13 @@ def test_study_tables_compile_with_pdflatex(tmp_path):
 
     runs = [Run("synthetic", "random", 8, i) for i in range(6)]
     fabricate(tmp_path, runs, [3.0, 1.0, 2.0, 6.0, 5.0, 4.0], [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1])
-    df = collect(tmp_path, runs, tmp_path, (1, 5), set(runs), {("synthetic", 8): "anil"})
-    corr = correlations(df, (1, 5), 50, 0)
-    st = stability({("synthetic", "metantk", 8): [A, B]}, pd.DataFrame(columns=df.columns), {("synthetic", 8): "anil"})
-    for name, t in (("t3", table3(corr, (1, 5), 50, synthetic=True)), ("st", stability_table(st))):
+    df = collect(tmp_path, runs, tmp_path, (1, 5), set(runs[:5]))
+    arch = distinct(df, (1, 5))
+    inner = {("synthetic", 8): "anil"}
+    corr = correlations(arch, (1, 5), 50, 0, inner)
+    st = stability({("synthetic", "metantk", 8): [A, B]}, pd.DataFrame(columns=df.columns), inner, 7)
+    for name, t in (("t3", table3(corr, (1, 5), 50, synthetic=True)), ("t3b", searched_table(searched(arch, (1, 5), inner), (1, 5))),
+                    ("st", stability_table(st))):
         doc = tmp_path / f"{name}.tex"
         doc.write_text("\\documentclass{article}\\usepackage[margin=1cm,landscape]{geometry}\\usepackage{booktabs}"
                        "\\usepackage{amssymb}\\usepackage[utf8]{inputenc}\\begin{document}\n" + t.latex() +
@@ -211,7 +302,7 @@ def test_a_budget_scales_epochs_and_milestones():
     ("study: {recipe: long}", "config: study.recipe: expected 'full' or a key of study.budgets (short), got 'long'"),
     ("study: {datasets: [cifar]}", "config: study.datasets: dataset 'cifar' is not defined under data.datasets"),
     ("study: {cells: [6]}", "config: study.cells: train.recipes of 'mini' has no batch_size for 6 cells"),
-    ("study: {architectures: -1}", "config: study.architectures: expected a value >= 0, got -1"),
+    ("study: {architectures: 0}", "config: study.architectures: expected a value >= 2, got 0"),
     ("study: {budgets: {full: {fraction: 0.5}}}", "config: study.budgets: the name 'full' is reserved"),
     ("study: {budgets: {short: {fraction: 2}}}", "config: study.budgets.short.fraction: expected a value <= 1, got 2"),
 ])
@@ -226,6 +317,59 @@ def test_bad_study_config_is_one_line(tmp_path, override, message):
 # ---------------------------------------------------------------------------------------------------------------
 # the scores against an independent computation
 # ---------------------------------------------------------------------------------------------------------------
+class Recorder(dict):
+    """A config that records the dotted key of every value read (``key.*``: a whole node iterated)."""
+
+    def __init__(self, data, read, path=""):
+        super().__init__({k: Recorder(v, read, f"{path}{k}.") if isinstance(v, dict) else v for k, v in data.items()})
+        self._read, self._path = read, path
+
+    def __getitem__(self, key):
+        self._read.add(f"{self._path}{key}")
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def __iter__(self):
+        self._read.add(f"{self._path}*")
+        return super().__iter__()
+
+    def items(self):
+        self._read.add(f"{self._path}*")
+        return super().items()
+
+
+def test_invalid_condition_numbers_are_left_out_and_counted(tiny_prepared, monkeypatch):
+    """A kernel score is the mean over its valid repeats: a non-positive-definite kernel (lambda_min < 0 gives a
+    negative ratio), the NaN sentinel and +-inf (mapped to the largest float) are left out and counted; a score
+    with no valid repeat is null."""
+    from metantk_nas.data.prepared import load_split
+    from metantk_nas.kernels.metantk import condition_number, valid_condition
+    from metantk_nas.nas.genotype import random_genotype
+    from metantk_nas.search import arch_scores
+
+    assert condition_number(torch.diag(torch.tensor([4.0, 1.0]))) == 4.0 and valid_condition(4.0)
+    assert condition_number(torch.diag(torch.tensor([2.0, -1.0]))) == -2.0 and not valid_condition(-2.0)
+    for bad in (1e5, float("inf"), float("nan"), np.finfo(np.float64).max, 0.5, -1.0):
+        assert not valid_condition(bad)
+    values = {"metantk_maml": [12.0, 1e5, -2.0], "metantk_anil": [1e5, np.finfo(np.float64).max, 1e5],
+              "ntk": [3.0, 5.0, 7.0]}
+    monkeypatch.setattr(arch_scores, "kernel_conditions",
+                        lambda scorer, mask: values["ntk" if scorer.cfg.method == "tenas" else
+                                                    f"metantk_{scorer.cfg.kernel.inner}"])
+    monkeypatch.setattr(arch_scores, "region_counts", lambda scorer, mask: [10, 20, 30])
+    cfg = load_config(TINY)
+    cfg["data"]["datasets"]["tiny"] = cfg["data"]["datasets"]["synthetic"]
+    cfg["search"]["kernels"]["tiny"] = cfg["search"]["kernels"]["synthetic"]
+    cfg["search"]["repeats"] = 3
+    out = arch_scores.score_architecture(cfg, "tiny", 5, random_genotype(3, 5), load_split(tiny_prepared, "train"),
+                                         torch.device("cpu"))
+    assert out["scores"]["metantk_maml"] == 12.0 and out["scores"]["metantk_anil"] is None
+    assert out["scores"]["ntk"] == 5.0 and out["scores"]["regions"] == 20.0
+    assert out["invalid"] == {"metantk_maml": 2, "metantk_anil": 3, "ntk": 0, "regions": 0}
+
+
 def test_scores_match_an_autograd_loop_and_a_direct_parameter_count(tiny_prepared):
     from metantk_nas.data.prepared import load_split
     from metantk_nas.nas.genotype import random_genotype
@@ -238,8 +382,15 @@ def test_scores_match_an_autograd_loop_and_a_direct_parameter_count(tiny_prepare
     cfg["search"]["repeats"] = 2
     train = load_split(tiny_prepared, "train")
     g = random_genotype(3, 5)
-    out = arch_scores.score_architecture(cfg, "tiny", 5, g, train, torch.device("cpu"))
+    read: set[str] = set()
+    out = arch_scores.score_architecture(Recorder(cfg, read), "tiny", 5, g, train, torch.device("cpu"))
+    # every config key the stage reads is in its declared params (a change to it reruns study_score)
+    declared = STAGE_PARAMS["study_score"]
+    assert read and all(any(k == p or k.startswith(p + ".") or p.startswith(k + ".") for p in declared)
+                        for k in read), sorted(read)
+    assert "train.channels" in read
     assert set(out["scores"]) == {"metantk_maml", "metantk_anil", "ntk", "regions", "params"}
+    assert out["invalid"] == {"metantk_maml": 0, "metantk_anil": 0, "ntk": 0, "regions": 0}
     assert all(len(v) == 2 for v in out["repeats"].values())
     # NTK: per-sample gradients of the summed logits by a plain autograd loop over the kernel's parameters
     scorer = arch_scores._scorer(cfg, "tiny", 5, "tenas", None, train, torch.device("cpu"))

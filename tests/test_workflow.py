@@ -130,26 +130,34 @@ def test_study_dag_runs_end_to_end_on_the_tiny_config(tiny_study):
     from scipy.stats import kendalltau, spearmanr
 
     out = tiny_study / "results/tiny/study"
-    archs = pd.read_csv(out / "architectures.csv")
-    # 3 random cells (seeds 10..12) + the grid's metantk, linreg and random runs
-    assert sorted(zip(archs.method, archs.seed)) == [("linreg", 0), ("metantk", 0), ("random", 0), ("random", 10),
-                                                     ("random", 11), ("random", 12)]
+    archs = pd.read_csv(out / "architectures.csv", converters={"seeds": json.loads})
+    # 3 random cells (seeds 10..12) + the grid's metantk, linreg and random runs; one row per distinct cell
+    assert sorted(s for r in archs.itertuples() for s in r.seeds) == [0, 0, 0, 10, 11, 12]
+    assert set(archs[archs.origin == "grid"].method) == {"linreg", "metantk", "random"}
+    assert set(archs[archs.origin == "sampled"].method) == {"random"}
+    assert archs.runs.sum() == 6 and archs.groupby(["origin", "method"]).genotype.nunique().eq(
+        archs.groupby(["origin", "method"]).size()).all()                       # no genotype twice in a group
     for r in archs.itertuples():
-        run = f"synthetic/{r.method}/cells5/seed{r.seed}"
-        few = json.loads((tiny_study / f"results/tiny/study-runs/{run}/fewshot.json").read_text())["results"]
-        assert len(few["1shot"]["per_episode"]) == 6                                  # study.episodes
-        assert r.acc_1shot == pytest.approx(few["1shot"]["mean"])
-        scores = json.loads((tiny_study / f"results/tiny/{run}/scores.json").read_text())["scores"]
+        runs = [f"synthetic/{r.method}/cells5/seed{s}" for s in r.seeds]
+        few = [json.loads((tiny_study / f"results/tiny/study-runs/{run}/fewshot.json").read_text())["results"]
+               for run in runs]
+        assert all(len(f["1shot"]["per_episode"]) == 6 for f in few)                 # study.episodes
+        assert r.acc_1shot == pytest.approx(np.mean([f["1shot"]["mean"] for f in few]))
+        scores = json.loads((tiny_study / f"results/tiny/{runs[0]}/scores.json").read_text())["scores"]
         assert r.ntk == pytest.approx(scores["ntk"]) and r.regions == scores["regions"]
-    # the reported statistics are scipy's on the table of architectures
+    # the reported statistics are scipy's on the random sample of the table of architectures
+    sample = archs[archs.origin == "sampled"]
     corr = json.loads((out / "study.json").read_text())["correlations"]
     for c in corr:
         if c["score"] == "rank_sum":
             continue
-        x, y = archs[c["score"]], archs[f"acc_{c['shots']}shot"]
+        ok = sample[c["score"]].notna()
+        x, y = sample[c["score"]][ok], sample[f"acc_{c['shots']}shot"][ok]
         tau, rho = kendalltau(x, y).statistic, spearmanr(x, y).statistic
         assert (c["tau"] is None and np.isnan(tau)) or c["tau"] == pytest.approx(tau), c
         assert (c["rho"] is None and np.isnan(rho)) or c["rho"] == pytest.approx(rho), c
+        assert c["n"] + c["excluded"] == len(sample)
+    assert "Table 3b" in (out / "study.md").read_text() and (out / "searched.csv").stat().st_size > 0
     assert "Kendall $\\tau$" in (out / "study.tex").read_text()
     assert (out / "figures/scatter-synthetic-5-metantk_maml.png").stat().st_size > 10_000
     proc = audit(tiny_study, "results/tiny/study/study.tex")

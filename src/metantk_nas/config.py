@@ -392,11 +392,11 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter",
                  "train.channels_last"),
     "tables": ("tables", "grid"),
-    "study_score": ("search",),
+    "study_score": ("search", "train.channels"),   # train.channels: the parameter count of the evaluation network
     "study_train": ("train", "study.recipe", "study.budgets"),
     "study_evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter",
                        "train.channels_last", "study.episodes"),
-    "study": ("study", "grid", "search.kernels", "evaluate.shots"),
+    "study": ("study", "grid", "search.kernels", "search.ops", "evaluate.shots"),
 }
 
 

@@ -63,7 +63,8 @@ use rule evaluate as study_evaluate with:
 
 
 rule study:
-    """Every architecture's scores and accuracy -> Table 3 (tau, rho with bootstrap CIs), stability, scatter plots."""
+    """Every architecture's scores and accuracy -> Table 3a (tau, rho over the random sample, bootstrap CIs), 3b (the
+    searched cells within it), stability against chance, scatter plots."""
     input:
         scores=[f"{RES}/{r.path}/scores.json" for r in STUDY_RUNS],
         fewshot=[f"{STUDY_TREE}/{r.path}/fewshot.json" for r in STUDY_RUNS],
@@ -77,7 +78,7 @@ rule study:
                 category="Study",
                 subcategory="Tables",
             )
-            for n in ("study", "stability")
+            for n in ("study", "searched", "stability")
         ],
         [
             report(

@@ -56,6 +56,12 @@ def metantk(theta: torch.Tensor, k_inner: torch.Tensor, n_tasks: int, t: float, 
     return 0.5 * (phi + phi.T)
 
 
+def valid_condition(value: float, nan_value: float = 1e5) -> bool:
+    """Whether a condition number came from a positive-definite kernel with finite entries: finite, below the
+    largest float (``nan_to_num`` maps inf there), at least 1 (lambda_min > 0), and not the NaN sentinel."""
+    return bool(np.isfinite(value) and 1.0 <= value < np.finfo(np.float64).max and value != nan_value)
+
+
 def condition_number(kernel: torch.Tensor, nan_value: float = 1e5) -> float:
     """lambda_max / lambda_min of a symmetric kernel (ascending eigenvalues, no abs, no clamping).
 

@@ -145,18 +145,22 @@ def from_mask(mask: np.ndarray, concat: tuple[int, ...] = (2, 3, 4)) -> Genotype
     return Genotype(nodes_per_cell[0], concat, nodes_per_cell[1], concat)
 
 
-def random_genotype(seed: int, cells: int, nodes: int = N_NODES) -> Genotype:
-    """A uniformly sampled valid cell: per node two distinct inputs and an op for each (the Random Cell baseline).
+def random_genotype(seed: int, cells: int, ops: Sequence[str] = OP_NAMES, nodes: int = N_NODES) -> Genotype:
+    """A uniformly sampled valid cell of the search space of ``ops`` (the Random Cell baseline): per node two
+    distinct inputs and an op for each, drawn from ``ops`` (in OP_NAMES order, so the full space draws as before).
 
     Each (cells, seed) draws its own cell, as separate runs of the original do (a 5-cell and an 8-cell run with the
     same seed do not share one)."""
+    space = [name for name in OP_NAMES if name in {canonical_op(o) for o in ops}]
+    if not space:
+        raise ValueError("random_genotype: no operations to draw from")
     rng = np.random.default_rng([seed, cells, 0x5EED])
     cells = []
     for _ in CELL_TYPES:
         cell = []
         for i in range(nodes):
             inputs = sorted(rng.choice(i + 2, 2, replace=False).tolist())
-            cell.append(tuple((OP_NAMES[int(rng.integers(len(OP_NAMES)))], int(j)) for j in inputs))
+            cell.append(tuple((space[int(rng.integers(len(space)))], int(j)) for j in inputs))
         cells.append(tuple(cell))
     concat = tuple(range(2, 2 + nodes))
     return Genotype(cells[0], concat, cells[1], concat)

@@ -9,6 +9,11 @@ the genotype (its mask on the supernet), with the config's repeats:
 * ``regions``: the number of linear regions of the thin network;
 * ``params``: the parameter count of the evaluation network (``train.channels``), as Table 1 counts it.
 
+A kernel score's value is the mean over the repeats whose condition number is valid (finite, at least 1: a
+positive-definite kernel, and not the NaN sentinel ``search.fidelity.nan_condition``); the repeats left out are
+counted in ``invalid``, and a score with no valid repeat is null (the study excludes that architecture from that
+score's correlations and says how many).
+
 Every architecture of one (dataset, cells) is scored with the same draws (stream ``(0, cells)``, key
 :data:`STUDY_KEY`): the same supernet weights, task batches, heads and region inputs, so that the scores differ
 only by the architecture, as a search's origin and candidates do.
@@ -25,6 +30,7 @@ import torch
 
 from ..config import kernel_spec, search_config
 from ..data.prepared import PreparedSplit
+from ..kernels.metantk import valid_condition
 from ..nas.genotype import Genotype
 from ..nas.networks import eval_net_parameters
 from .scoring import Scorer
@@ -58,7 +64,8 @@ def region_counts(scorer: Scorer, mask: np.ndarray) -> list[int]:
 
 def score_architecture(cfg: Mapping[str, Any], dataset: str, cells: int, genotype: Genotype, train: PreparedSplit,
                        device: torch.device) -> dict[str, Any]:
-    """{"scores": mean over repeats per score, "repeats": the per-repeat values} (the timings are logged)."""
+    """{"scores": mean over the valid repeats per score (None: none valid), "repeats": the per-repeat values,
+    "invalid": per score the repeats left out} (the timings are logged)."""
     mask = genotype.to_mask()
     per_repeat: dict[str, list[float]] = {}
     scorer = None
@@ -71,6 +78,12 @@ def score_architecture(cfg: Mapping[str, Any], dataset: str, cells: int, genotyp
     t0 = time.time()
     per_repeat["regions"] = [float(n) for n in region_counts(scorer, mask)]
     log.info("regions: %s (%.2f s)", per_repeat["regions"], time.time() - t0)
-    scores = {k: float(np.mean(v)) for k, v in per_repeat.items()}
+    sentinel = scorer.cfg.fidelity.nan_condition
+    valid = {k: [x for x in v if valid_condition(x, sentinel)] for k, v in per_repeat.items() if k in KERNEL_SCORES}
+    valid["regions"] = per_repeat["regions"]
+    scores: dict[str, float | None] = {k: float(np.mean(v)) if v else None for k, v in valid.items()}
+    invalid = {k: len(per_repeat[k]) - len(v) for k, v in valid.items()}
+    if any(invalid.values()):
+        log.warning("invalid condition numbers left out (of %d repeats): %s", scorer.cfg.repeats, invalid)
     scores["params"] = float(eval_net_parameters(genotype, cfg["train"]["channels"], cells, train.n_classes))
-    return {"scores": scores, "repeats": per_repeat}
+    return {"scores": scores, "repeats": per_repeat, "invalid": invalid}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,32 +26,12 @@ from ..nas.networks import full_mask
 from ..nas.space import OP_NAMES
 from ..preemption import Preempted, SignalFlag
 from ..provenance import write_json_atomic
+from ..ranking import dense_ranks, round_sig
 from .scoring import Scorer
 
 log = logging.getLogger(__name__)
 GROUP_KEEP = 2
 SHARED_KEY = 99_999  # key of the per-round shared origin batches
-
-
-def round_sig(x: float, figures: int) -> float:
-    """Round to significant figures (TE-NAS's ``round_to``), NaN-safe."""
-    if not math.isfinite(x) or x == 0:
-        return 0.0
-    power = math.floor(math.log10(abs(x) + 1e-8)) + 1
-    return math.copysign(round(abs(x) * 10 ** (-power), figures) * 10 ** power, x)
-
-
-def dense_ranks(values: list[float], descending: bool, figures: int) -> list[int]:
-    """Dense ranks (0 = most prunable) after a stable sort by the significant-figure key; ties need exact equality."""
-    order = sorted(range(len(values)), key=lambda i: round_sig(values[i], figures), reverse=descending)
-    ranks = [0] * len(values)
-    prev, rank = None, -1
-    for i in order:
-        if prev is None or values[i] != prev:
-            rank += 1
-        ranks[i] = rank
-        prev = values[i]
-    return ranks
 
 
 def rank_candidates(dk: list[float], dr: list[float], figures: int) -> tuple[list[int], list[int], list[int]]:
@@ -271,7 +250,7 @@ class PruningSearch:
         written after every round and the group stage, and within them at most every checkpoint_seconds of
         candidates; SIGTERM/SIGUSR1 finish the current candidate, checkpoint and raise :class:`Preempted`."""
         if self.cfg.method == "random":
-            g = random_genotype(self.cfg.seed, self.cfg.cells)
+            g = random_genotype(self.cfg.seed, self.cfg.cells, self.cfg.ops)
             return g, SearchState(g.to_mask())
         fresh = SearchState(initial_mask(self.cfg.ops), networks_per_pass=self.networks_per_pass())
         state = _load_state(state_path, fresh) or fresh
