@@ -54,7 +54,7 @@ def main(args, cfg):
     table_a = table3(corr, shots, st["bootstrap"], synthetic)
     table_b = searched_table(searched(arch, shots, inner), shots)
     write_text_atomic(out / "study.tex", table_a.latex() + "\n" + table_b.latex())
-    write_text_atomic(out / "study.md", table_a.markdown() + "\n" + table_b.markdown())
+    write_text_atomic(out / "study.md", "\n".join(f"**{t.caption}**\n\n{t.markdown()}" for t in (table_a, table_b)))
     write_text_atomic(out / "study.csv", table_a.frame().to_csv(index=False))
     write_text_atomic(out / "searched.csv", table_b.frame().to_csv(index=False))
     stab = stability_table(stability(genotypes, df, inner, len(cfg["search"]["ops"])))
