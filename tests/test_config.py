@@ -120,3 +120,43 @@ def test_the_search_refuses_metanas_whose_cell_is_published_with_one_line(tmp_pa
                       cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
         "argument --method: invalid choice: 'metanas' (choose from 'metantk', 'tenas', 'linreg', 'random')")
+
+
+def test_a_job_given_a_gpu_never_falls_back_to_the_cpu_silently():
+    """device auto with a CPU torch: the CPU, unless the scheduler gave the job a GPU (SLURM_JOB_GPUS,
+    SLURM_STEP_GPUS, CUDA_VISIBLE_DEVICES; empty, -1 and SLURM's NoDevFiles mean none): then one line naming the
+    installed torch and how to install a CUDA build. device cpu stays the explicit way to run it on the CPU."""
+    import torch
+
+    from metantk_nas.cli import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA torch with a device: the fallback cannot happen here")
+    assert resolve_device({"device": "auto"}, env={}) == torch.device("cpu")
+    for none in ({"CUDA_VISIBLE_DEVICES": ""}, {"CUDA_VISIBLE_DEVICES": "-1"}, {"SLURM_JOB_GPUS": "NoDevFiles"}):
+        assert resolve_device({"device": "auto"}, env=none) == torch.device("cpu"), none
+    assert resolve_device({"device": "cpu"}, env={"SLURM_JOB_GPUS": "0"}) == torch.device("cpu")
+    for env, why in (({"SLURM_JOB_GPUS": "0"}, "'auto' in a job given a GPU (SLURM_JOB_GPUS=0)"),
+                     ({"CUDA_VISIBLE_DEVICES": "1,2"}, "'auto' in a job given a GPU (CUDA_VISIBLE_DEVICES=1,2)"),
+                     ({}, None)):
+        cfg = {"device": "auto" if why else "cuda"}
+        with pytest.raises(ConfigError) as e:
+            resolve_device(cfg, env=env)
+        msg = str(e.value)
+        assert msg.startswith(f"config: device: {why or repr('cuda') + ' requested'}, but this torch is ")
+        assert f"torch {torch.__version__}" in msg and "download.pytorch.org/whl/cu128" in msg
+        assert msg.endswith("or set device: cpu to run on the CPU") and "\n" not in msg
+
+
+def test_the_training_script_in_a_gpu_job_stops_at_once_with_the_one_line_error(tmp_path):
+    import os
+
+    from conftest import run_script
+
+    env = {**os.environ, "SLURM_JOB_GPUS": "0"}
+    proc = run_script(ROOT / "scripts/train.py", "--configfile", ROOT / "config/config.yaml", *SCRIPT_ARGS["train"],
+                      check=False, cwd=tmp_path, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: config: device: 'auto' in a job given a GPU (SLURM_JOB_GPUS=0)")
+    assert not (tmp_path / "o").exists()
