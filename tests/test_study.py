@@ -340,6 +340,23 @@ class Recorder(dict):
         return super().items()
 
 
+def test_each_metantk_score_takes_its_own_kernel_settings():
+    """mini's search kernels (config/config.yaml): 5 cells MAML (t = inf, r = 1e-3), 8 cells ANIL (t = 1, r = 1e-5).
+    The score with the search's inner is the search's entry; the other takes study.kernels.<inner> (t = inf,
+    r = 1e-3), never the other kernel's t and r (the MAML score at 8 cells used to run with t = 1, r = 1e-5)."""
+    import math
+
+    from metantk_nas.config import KernelSpec, study_kernel_spec
+
+    cfg = load_config([ROOT / "config/config.yaml"])
+    assert study_kernel_spec(cfg, "mini", 5, "maml") == KernelSpec("maml", math.inf, 1e-3)
+    assert study_kernel_spec(cfg, "mini", 8, "anil") == KernelSpec("anil", 1.0, 1e-5)
+    assert study_kernel_spec(cfg, "mini", 8, "maml") == KernelSpec("maml", math.inf, 1e-3)
+    cfg["study"]["kernels"]["anil"] = {"inner_time": 2.0, "reg": 0.5}
+    assert study_kernel_spec(cfg, "mini", 5, "anil") == KernelSpec("anil", 2.0, 0.5)
+    assert study_kernel_spec(cfg, "mini", 8, "anil") == KernelSpec("anil", 1.0, 1e-5)
+
+
 def test_invalid_condition_numbers_are_left_out_and_counted(tiny_prepared, monkeypatch):
     """A kernel score is the mean over its valid repeats: a non-positive-definite kernel (lambda_min < 0 gives a
     negative ratio), the NaN sentinel and +-inf (mapped to the largest float) are left out and counted; a score

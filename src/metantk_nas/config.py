@@ -242,6 +242,18 @@ def kernel_spec(cfg: Mapping[str, Any], dataset: str, cells: int) -> KernelSpec:
                       f"(add search.kernels.{dataset}.\"{cells}\" or search.kernels.default.\"{cells}\")")
 
 
+def study_kernel_spec(cfg: Mapping[str, Any], dataset: str, cells: int, inner: str) -> KernelSpec:
+    """The kernel of the study's MetaNTK score with ``inner``: the search's own entry for (dataset, cells) where its
+    inner is ``inner`` (the score then is the search's); otherwise ``study.kernels.<inner>``, that score's own
+    settings (never the other kernel's inner_time and reg)."""
+    spec = kernel_spec(cfg, dataset, cells)
+    if spec.inner == inner:
+        return spec
+    own = cfg["study"]["kernels"][inner]
+    t = float(own["inner_time"])
+    return KernelSpec(inner, math.inf if t >= INFINITE_TIME else t, float(own["reg"]))
+
+
 def search_config(cfg: Mapping[str, Any], dataset: str, method: str, cells: int, seed: int) -> SearchConfig:
     s = cfg["search"]
     kernel = kernel_spec(cfg, dataset, cells) if method == "metantk" else None
@@ -392,7 +404,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter",
                  "train.channels_last"),
     "tables": ("tables", "grid"),
-    "study_score": ("search", "train.channels"),   # train.channels: the parameter count of the evaluation network
+    "study_score": ("search", "train.channels", "study.kernels"),   # train.channels: the parameter count of the evaluation network
     "study_train": ("train", "study.recipe", "study.budgets"),
     "study_evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter",
                        "train.channels_last", "study.episodes"),

@@ -4,7 +4,8 @@ The scores come from the search's own :class:`~metantk_nas.search.scoring.Scorer
 the genotype (its mask on the supernet), with the config's repeats:
 
 * ``metantk_maml`` / ``metantk_anil``: the MetaNTK condition number with the MAML and with the ANIL inner kernel
-  (the config's kernel for the (dataset, cells), its ``inner`` switched; ``inner_time`` and ``reg`` kept);
+  (the config's kernel for the (dataset, cells) for the score with its inner; ``study.kernels.<inner>`` for the
+  other: ``metantk_nas.config.study_kernel_spec``);
 * ``ntk``: the plain NTK condition number (what ``tenas`` scores);
 * ``regions``: the number of linear regions of the thin network;
 * ``params``: the parameter count of the evaluation network (``train.channels``), as Table 1 counts it.
@@ -28,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..config import kernel_spec, search_config
+from ..config import search_config, study_kernel_spec
 from ..data.prepared import PreparedSplit
 from ..kernels.metantk import valid_condition
 from ..nas.genotype import Genotype
@@ -44,7 +45,7 @@ def _scorer(cfg: Mapping[str, Any], dataset: str, cells: int, method: str, inner
             train: PreparedSplit, device: torch.device) -> Scorer:
     sc = search_config(cfg, dataset, method, cells, 0)
     if inner is not None:
-        sc = dataclasses.replace(sc, kernel=dataclasses.replace(kernel_spec(cfg, dataset, cells), inner=inner))
+        sc = dataclasses.replace(sc, kernel=study_kernel_spec(cfg, dataset, cells, inner))
     scorer = Scorer(sc, train, device)
     if scorer.kernel_net is not None:
         scorer.reinit_kernel_net(STUDY_KEY)
