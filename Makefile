@@ -13,6 +13,10 @@ XDIST  ?= -n $(shell nproc) --dist loadfile --no-loadscope-reorder
 # then the tests of a search's numbers under chunking and resume (marker `chunking`) once more with this many torch
 # threads: another thread count is another reduction order (issue 30); CHUNKING_THREADS= skips that run
 CHUNKING_THREADS ?= 2
+# Python writes the .pyc of what it imports, whatever the caller's shell says: under PYTHONDONTWRITEBYTECODE=1 (set on
+# some machines and CI images) every stage job would compile torch's sources again, about 6 s of CPU per job, which
+# doubled the demo and the suite there (docs/scaling.md)
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test test-quick clean-demo help
 
@@ -23,8 +27,9 @@ help:
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt   # .pyc on first import: a minute less
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt   # .pyc of what is imported, on first import: a minute less
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -c "import metantk_nas.search.scoring, metantk_nas.fsl.evaluate, metantk_nas.report.tables"   # their .pyc
 	touch $@
 
 install: $(STAMP)
@@ -47,7 +52,7 @@ test: $(STAMP)
 
 # the quick tier: every test not marked `integration` (docs/testing.md), no system packages needed
 test-quick: $(STAMP)
-	TEST_THREADS=1 $(PY) -m pytest $(XDIST) -m "not integration" $(PYTEST_ARGS)
+	TEST_THREADS=1 $(PY) -m pytest $(XDIST) -m "not integration and not sweep" $(PYTEST_ARGS)
 
 clean-demo:
 	rm -rf results/smoke data/prepared-smoke .snakemake

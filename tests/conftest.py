@@ -16,8 +16,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # test module runs whole on one worker, so its module-scoped fixtures (one tiny DAG, one DVC repository, one SLURM) are
 # built once.  The workers take the modules longest first (SLOW_MODULES, measured on 2 cores), so the short ones fill
 # in after them.
-SLOW_MODULES = ["test_dvc.py", "test_workflow.py", "test_slurm.py", "test_docs.py", "test_fidelity.py",
-                "test_search.py", "test_fsl.py", "test_config.py", "test_batched.py"]
+SLOW_MODULES = ["test_dvc.py", "test_slurm.py", "test_dvc_repos.py", "test_workflow.py", "test_docs.py", "test_search.py",
+                "test_batched.py", "test_fsl.py", "test_fidelity.py", "test_kernels.py", "test_config.py"]
 
 
 def test_threads() -> int | None:
@@ -175,6 +175,20 @@ def git_dirty() -> bool:
 def audit(wd, target, *extra):
     flags = ["--allow-dirty"] if git_dirty() else []
     return run_script(ROOT / "scripts/audit.py", target, "--quiet", *flags, *extra, cwd=wd, check=False)
+
+
+def run_scripts(jobs, cwd=ROOT, tmp=None) -> list[subprocess.CompletedProcess]:
+    """Several stage scripts, each ``(script, *args)``, in one subprocess (tests/script_driver.py): as run_script
+    would run each, with its own return code, stdout and stderr, but one interpreter start and one torch import."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=tmp) as d:
+        spec, results = Path(d) / "jobs.json", Path(d) / "results.json"
+        spec.write_text(json.dumps([[str(job[0]), [str(a) for a in job[1:]]] for job in jobs]))
+        run_script(ROOT / "tests/script_driver.py", spec, results, cwd=cwd)
+        return [subprocess.CompletedProcess([str(a) for a in job], r["returncode"], r["stdout"], r["stderr"])
+                for job, r in zip(jobs, json.loads(results.read_text()))]
 
 
 def run_script(*args, cwd=ROOT, check=True, env=None):

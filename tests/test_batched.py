@@ -162,9 +162,11 @@ def round_zero(cfg, prepared, every: int) -> tuple[Scorer, list, list | None]:
 
 
 @pytest.mark.chunking
-@pytest.mark.parametrize("config,method,cells,fresh", [
-    ("tests/configs/tiny.yaml", "metantk", 5, False), ("tests/configs/tiny.yaml", "metantk", 8, True),
-    ("tests/configs/tiny.yaml", "tenas", 5, True), ("config/smoke.yaml", "metantk", 5, True)])
+@pytest.mark.parametrize("config,method,cells,fresh", [   # the 8-cell and smoke cases: in `make test` only (sweep)
+    ("tests/configs/tiny.yaml", "metantk", 5, False), pytest.param("tests/configs/tiny.yaml", "metantk", 8, True,
+                                                                   marks=pytest.mark.sweep),
+    ("tests/configs/tiny.yaml", "tenas", 5, True), pytest.param("config/smoke.yaml", "metantk", 5, True,
+                                                                marks=pytest.mark.sweep)])
 def test_round_batched_unrounded_dk_is_one_by_ones_whatever_the_pass_size(config, method, cells, fresh, tiny_prepared):
     """A third of round 0's candidates (the configs' own repeats), their dK before rounding (MAML at 5 cells, ANIL
     at 8, tenas): round-batched in passes of 1, 2, 3 and all networks against one by one.  float64: within

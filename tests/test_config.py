@@ -90,26 +90,42 @@ SCRIPT_ARGS = {   # the required arguments of every script that reads the config
 
 
 def test_every_script_rejects_a_bad_config_with_the_one_line_schema_error(tmp_path):
-    from conftest import run_script
+    from conftest import run_scripts
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"train": {"epochs_typo": 3}}))
     expected = ("error: config: train: unknown key(s) 'epochs_typo'; allowed: channels, channels_last, color_jitter, "
                 "crop_padding, image_size, mixed_precision, momentum, num_workers, recipes, weight_decay")
-    for script, args in SCRIPT_ARGS.items():
-        proc = run_script(ROOT / f"scripts/{script}.py", "--configfile", ROOT / "config/config.yaml", bad, *args,
-                          check=False, cwd=tmp_path)
+    scripts = list(SCRIPT_ARGS)
+    procs = run_scripts([(ROOT / f"scripts/{s}.py", "--configfile", ROOT / "config/config.yaml", bad, *SCRIPT_ARGS[s])
+                         for s in scripts], cwd=tmp_path)
+    for script, proc in zip(scripts, procs):
         assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [expected], (script, proc.stderr)
-        assert not (tmp_path / "o").exists() and not (tmp_path / "x").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x").exists()
 
 
 def test_every_script_has_a_help_with_an_example():
-    from conftest import run_script
+    from conftest import run_scripts
 
-    for script in sorted(p.stem for p in (ROOT / "scripts").glob("*.py")):
-        proc = run_script(f"scripts/{script}.py", "--help", check=False)
+    scripts = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
+    for script, proc in zip(scripts, run_scripts([(f"scripts/{s}.py", "--help") for s in scripts])):
         assert proc.returncode == 0 and "usage" in proc.stdout and "Example" in proc.stdout, script
         assert f"scripts/{script}.py" in (ROOT / "README.md").read_text(), f"README lists no scripts/{script}.py"
+
+
+def test_the_script_driver_reports_each_scripts_own_status_and_streams(tmp_path):
+    """run_scripts against separate interpreters: the same return codes and stdout/stderr, script by script."""
+    from conftest import run_script, run_scripts
+
+    (tmp_path / "a.py").write_text("import sys, logging\nlogging.basicConfig()\nlogging.getLogger('x').warning('w')\n"
+                                   "print('out'); sys.exit(int(sys.argv[1]))\n")
+    (tmp_path / "b.py").write_text("import sys\nsys.exit('bye ' + sys.argv[1])\n")
+    (tmp_path / "c.py").write_text("raise ValueError('boom')\n")
+    jobs = [(tmp_path / "a.py", "3"), (tmp_path / "b.py", "x"), (tmp_path / "a.py", "0"), (tmp_path / "c.py",)]
+    for job, got in zip(jobs, run_scripts(jobs)):
+        want = run_script(*job, check=False)
+        assert (got.returncode, got.stdout) == (want.returncode, want.stdout), job
+        assert got.stderr.splitlines()[-1] == want.stderr.splitlines()[-1], (got.stderr, want.stderr)
 
 
 def test_the_search_refuses_metanas_whose_cell_is_published_with_one_line(tmp_path):

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.integration
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 SKIPPED = {   # pattern of the command -> why it does not run here
-    r"^\.venv/bin/dvc ": "DVC: tests/test_dvc.py runs the README's DVC walkthrough as written",
-    r"make_dvc\.py .*--study": "the study's DVC pipeline: tests/test_dvc.py runs it in the walkthrough",
+    r"^\.venv/bin/dvc ": "DVC: tests/test_dvc_repos.py runs the README's DVC walkthrough as written",
+    r"make_dvc\.py .*--study": "the study's DVC pipeline: tests/test_dvc_repos.py runs it in the walkthrough",
     r"--report ": "a report needs the finished outputs: tests/test_workflow.py builds one from the tiny run",
     r"scripts/audit\.py results/smoke": "needs the demo's results: tests/test_workflow.py audits the tiny run",
     r"--software-deployment-method conda": "needs conda, which the test machines do not have",

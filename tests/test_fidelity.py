@@ -33,6 +33,10 @@ from metantk_nas.search.scoring import KernelBatch, Scorer
 FIDELITY = Path(__file__).parent / "fidelity"
 # (backend, dtype): every per-sample backend in both precisions; ``coupled`` (the train-mode BatchNorm path, one
 # VJP per sample: ~10x the cost of the others on CPU) in float32 only.
+# Marked `sweep`: the Opacus and coupled backends' cases and the full single-op sweep: `make test` runs them, the
+# quick tier leaves them out. It checks the default (fast) backend against the original in both precisions and every
+# 9th single-op mask; test_kernels.py checks Opacus and coupled against fast and TE-NAS's per-sample loop.
+SWEEP = pytest.mark.sweep
 BACKEND_DTYPES = [(b, d) for b in ("fast", "opacus") for d in ("float32", "float64")] + [("coupled", "float32")]
 RUNS = {"MAML_tinf_reg1e-3": KernelSpec("maml", math.inf, 1e-3), "ANIL_t1_reg1e-5": KernelSpec("anil", 1.0, 1e-5)}
 
@@ -87,8 +91,9 @@ def test_every_parameter_of_the_originals_thin_network_maps_onto_ours(thin):
         to_ours("cells.0.edges.0<-0._ops.0.weight")
 
 
-@pytest.mark.parametrize("inputs", ["line", "randn"])
-def test_thin_network_reproduces_the_originals_activation_patterns_and_region_counts(thin, inputs):
+@pytest.mark.parametrize("inputs,stride", [pytest.param("line", 1, marks=SWEEP), ("line", 9), ("randn", 9)])
+def test_thin_network_reproduces_the_originals_activation_patterns_and_region_counts(thin, inputs, stride):
+    """Every recorded mask (stride 1; the quick tier: every 9th single-op removal)."""
     x = torch.as_tensor(np.load(FIDELITY / f"thin_inputs_{inputs}.npz")["inputs"])
     ref = json.loads((FIDELITY / f"thin_linear_regions_{inputs}.json").read_text())
     full = _alive_to_mask(ref["full"]["mask_alive"])
@@ -102,7 +107,7 @@ def test_thin_network_reproduces_the_originals_activation_patterns_and_region_co
     for name, entry in ref["multi_op_masks"].items():
         p = _patterns(thin, _alive_to_mask(entry["mask_alive"]), x)
         assert (count_unique_patterns(p), p.shape[1]) == (round(entry["count"]), entry["n_neuron"]), name
-    singles = ref["single_op_removed"] if inputs == "line" else ref["single_op_removed"][::9]
+    singles = ref["single_op_removed"][::stride]
     changed_normal = 0
     for r in singles:
         mask = full.copy()
@@ -111,7 +116,7 @@ def test_thin_network_reproduces_the_originals_activation_patterns_and_region_co
         got = count_unique_patterns(p)
         assert (got, p.shape[1]) == (round(r["count"]), r["n_neuron"]), (r["cell_type_name"], r["edge_key"], r["op_name"])
         changed_normal += r["cell_type"] == 0 and got != round(ref["full"]["count"])
-    if inputs == "line":
+    if inputs == "line" and stride == 1:
         # removing a single NORMAL-cell op changes the count (62 of 63 times here): the normal mask reaches the net
         assert changed_normal == 62
 
@@ -161,7 +166,8 @@ def _tolerances(dtype: str) -> tuple[float, float]:
 
 
 # coupled: MAML only; ANIL's K is the head-weight part of the same pass (test_anil_kernel_is_the_head_weight_gram)
-@pytest.mark.parametrize("run,backend,dtype", [(r, b, d) for r in sorted(RUNS) for b, d in BACKEND_DTYPES
+@pytest.mark.parametrize("run,backend,dtype", [pytest.param(r, b, d, marks=[SWEEP] if b != "fast" else [])
+                                               for r in sorted(RUNS) for b, d in BACKEND_DTYPES
                                                if b != "coupled" or r.startswith("MAML")])
 def test_metantk_reproduces_the_originals_kernels_and_condition_numbers(run, backend, dtype):
     results, arrays = _reference(dtype)
@@ -182,7 +188,8 @@ def test_metantk_reproduces_the_originals_kernels_and_condition_numbers(run, bac
         assert cond == pytest.approx(expected, rel=c_tol), (name, cond, expected)
 
 
-@pytest.mark.parametrize("backend,dtype", BACKEND_DTYPES)
+@pytest.mark.parametrize("backend,dtype", [pytest.param(b, d, marks=[SWEEP] if b != "fast" else [])
+                                           for b, d in BACKEND_DTYPES])
 def test_plain_ntk_reproduces_the_originals_kernels_and_condition_numbers(backend, dtype):
     """``tenas``: the gradient of the sum of the supernet's own 64 logits, classifier weight included (once)."""
     results, arrays = _reference(dtype)

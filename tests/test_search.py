@@ -22,6 +22,10 @@ def small_cfg(method="metantk", seed=0, ops=("sep_conv_3x3", "max_pool_3x3", "co
                         fidelity=FidelitySwitches(fresh_batch_per_candidate=False), **kw)
 
 
+TWO_OPS = ("max_pool_3x3", "conv_3x3")   # one pruning round of 28 candidates instead of two (70): for the tests that
+                                        # need a whole search but not two rounds
+
+
 def run(cfg, prepared, state=None):
     scorer = None if cfg.method == "random" else Scorer(cfg, load_split(prepared, "train"), torch.device("cpu"))
     return PruningSearch(cfg, scorer, progress=False).run(state)
@@ -65,27 +69,39 @@ def test_one_op_per_edge_per_round_then_two_edges_per_node(reference_run):
 
 
 @pytest.mark.parametrize("method", ["metantk", "tenas", "linreg", "random"])
-def test_every_method_gives_a_valid_genotype(method, tiny_prepared):
-    genotype, _ = run(small_cfg(method), tiny_prepared)
+def test_every_method_gives_a_valid_genotype(method, tiny_prepared, reference_run):
+    genotype = reference_run[1] if method == "metantk" else run(small_cfg(method, ops=TWO_OPS), tiny_prepared)[0]
     for nodes in (genotype.normal, genotype.reduce):
         for i, node in enumerate(nodes):
             assert len({inp for _, inp in node}) == 2 and all(0 <= inp < i + 2 for _, inp in node)
 
 
+class _Enough(Exception):
+    """Stops a search once a test has seen what it checks."""
+
+
 @pytest.mark.parametrize("method", ["tenas", "metantk"])
 def test_batchnorm_kernels_use_the_coupled_backend(method, tiny_prepared, monkeypatch):
+    """The search's own path, up to its third kernel (the origin's and two candidates'): every one coupled."""
     seen = []
     real = scoring.per_sample_grads
-    monkeypatch.setattr(scoring, "per_sample_grads", lambda net, x, names, backend, chunk=0: seen.append(backend) or real(net, x, names, backend, chunk))
-    genotype, _ = run(replace(small_cfg(method, ops=("max_pool_3x3", "conv_3x3")), norm="batchnorm"), tiny_prepared)
-    assert seen and set(seen) == {"coupled"} and len(genotype.normal) == len(genotype.reduce) == 3
+
+    def spy(net, x, names, backend, chunk=0):
+        seen.append(backend)
+        if len(seen) > 3:
+            raise _Enough
+        return real(net, x, names, backend, chunk)
+    monkeypatch.setattr(scoring, "per_sample_grads", spy)
+    with pytest.raises(_Enough):
+        run(replace(small_cfg(method, ops=TWO_OPS), norm="batchnorm"), tiny_prepared)
+    assert set(seen) == {"coupled"}
 
 
 def test_linreg_never_computes_a_kernel(tiny_prepared, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a kernel was computed")
     monkeypatch.setattr(scoring, "per_sample_grads", boom)
-    cfg = small_cfg("linreg")
+    cfg = small_cfg("linreg", ops=TWO_OPS)
     scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
     assert scorer.kernel_net is None
     _, state = PruningSearch(cfg, scorer, progress=False).run()
@@ -103,15 +119,8 @@ def test_random_differs_across_seeds_and_repeats_for_a_seed(tiny_prepared):
         assert {op for ct in ("normal", "reduce") for node in getattr(g, ct) for op, _ in node} == {"max_pool_3x3"}
 
 
-def test_search_is_deterministic(reference_run, tiny_prepared):
-    cfg, _, s1 = reference_run
-    _, s2 = run(cfg, tiny_prepared)
-    assert json.dumps(s1.rounds) == json.dumps(s2.rounds) and json.dumps(s1.group) == json.dumps(s2.group)
-    assert (s1.mask == s2.mask).all()
-
-
-def test_killed_search_resumes_to_the_same_result(reference_run, tiny_prepared, tmp_path):
-    cfg, g_full, s_full = reference_run
+def test_killed_search_resumes_to_the_same_result(chunked_references, tiny_prepared, tmp_path):
+    cfg, g_full, s_full = chunked_references(1)   # the 2-op search, one by one
     # simulate a kill after the first round: keep only the state saved by round 0
     state = tmp_path / "search_state.json"
     scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
@@ -123,6 +132,7 @@ def test_killed_search_resumes_to_the_same_result(reference_run, tiny_prepared, 
     assert s_resumed.resumes == ["round 1"] and s_resumed.networks_per_pass == 1
     assert g_resumed == g_full
     assert json.dumps(s_resumed.rounds) == json.dumps(s_full.rounds)
+    assert json.dumps(s_resumed.group) == json.dumps(s_full.group)
 
 
 ANOTHER_PASS = json.dumps({"mask": initial_mask(small_cfg().ops).astype(int).tolist(), "rounds": [], "group": None,
@@ -132,17 +142,28 @@ ANOTHER_PASS = json.dumps({"mask": initial_mask(small_cfg().ops).astype(int).tol
 
 @pytest.mark.parametrize("content", ['{"mask": [[1, 0', '{"mask": [1, 0, 1], "rounds": [], "group": null}', ANOTHER_PASS],
                          ids=["truncated", "mask-of-another-supernet", "scored-with-another-pass-size"])
-def test_an_unreadable_search_state_is_a_logged_fresh_start(reference_run, tiny_prepared, tmp_path, caplog, content):
-    """A corrupt or foreign search_state.json: a warning naming the file, then the search from scratch, which
-    ends where the uninterrupted search ended (the documented behaviour, docs/scaling.md)."""
-    cfg, g_full, s_full = reference_run
+def test_an_unreadable_search_state_is_a_logged_fresh_start(tiny_prepared, tmp_path, caplog, monkeypatch, content):
+    """A corrupt or foreign search_state.json: a warning naming the file, then the search from scratch (the
+    documented behaviour, docs/scaling.md): its first scores are round 0's, of the initial mask's candidates, with
+    none taken from the file: the uninterrupted search's start (which the search's determinism carries to its
+    end: test_search_script_outputs_are_byte_identical)."""
+    cfg = small_cfg()
     state = tmp_path / "search_state.json"
     state.write_text(content)
-    with caplog.at_level("WARNING", logger="metantk_nas.search.pruning"):
-        g, s = run(cfg, tiny_prepared, state)
+    started = []
+
+    def first_scores(self, cands, shared, scores, bar):
+        started.append((self._state.rounds, self._state.group, [c for _, _, c, _ in cands], list(scores)))
+        raise _Enough
+    monkeypatch.setattr(PruningSearch, "_score_all", first_scores)
+    with caplog.at_level("WARNING", logger="metantk_nas.search.pruning"), pytest.raises(_Enough):
+        run(cfg, tiny_prepared, state)
     assert any(str(state) in r.getMessage() and "starting the search from scratch" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
-    assert g == g_full and json.dumps(s.rounds) == json.dumps(s_full.rounds) and s.resumes == []
+    ((rounds, group, cands, scores),) = started
+    mask = initial_mask(cfg.ops)
+    assert rounds == [] and group is None and scores == []
+    assert len(cands) == int(mask.sum()) and all((c <= mask).all() and c.sum() == mask.sum() - 1 for c in cands)
 
 
 def test_search_script_outputs_are_byte_identical(tmp_path):
@@ -271,10 +292,10 @@ def test_fresh_head_per_network_gives_the_candidate_its_own_head(tiny_prepared, 
 def test_fresh_batch_per_candidate_recomputes_the_origin_on_its_own_batch(tiny_prepared, monkeypatch):
     assert FidelitySwitches().fresh_batch_per_candidate is True     # the original's behaviour is the default
     train = load_split(tiny_prepared, "train")
-    mask = initial_mask(small_cfg().ops)
+    mask = initial_mask(TWO_OPS)
     records = {}
     for fresh in (True, False):
-        cfg = replace(small_cfg(), repeats=2, fidelity=FidelitySwitches(fresh_batch_per_candidate=fresh),
+        cfg = replace(small_cfg(ops=TWO_OPS), repeats=2, fidelity=FidelitySwitches(fresh_batch_per_candidate=fresh),
                       batch_candidates=False)   # the calls one by one (test_batched.py: the batched path's values)
         scorer = Scorer(cfg, train, torch.device("cpu"))
         calls = _spy(scorer, monkeypatch)
@@ -371,7 +392,7 @@ def chunked_references(tiny_prepared):
 
     def get(per_pass: int):
         if per_pass not in out:
-            cfg = replace(small_cfg(), checkpoint_seconds=0, batch_candidates=per_pass > 1)
+            cfg = replace(small_cfg(ops=TWO_OPS), checkpoint_seconds=0, batch_candidates=per_pass > 1)
             out[per_pass] = (cfg, *PruningSearch(cfg, chunked_scorer(cfg, tiny_prepared, per_pass), progress=False).run())
         return out[per_pass]
     return get
@@ -386,8 +407,9 @@ def chunked_scorer(cfg, prepared, per_pass: int) -> Scorer:
 
 
 @pytest.mark.chunking
-@pytest.mark.parametrize("stage,at,chunk,saved", [("round", 7, 1, 7), ("group", 3, 1, 3), ("round", 7, 3, 9),
-                                                   ("group", 2, 2, 2)])
+@pytest.mark.parametrize("stage,at,chunk,saved", [   # batched passes (chunk > 1): in `make test` only (sweep)
+    ("round", 7, 1, 7), ("group", 3, 1, 3), pytest.param("round", 7, 3, 9, marks=pytest.mark.sweep),
+    pytest.param("group", 2, 2, 2, marks=pytest.mark.sweep)])
 def test_a_signalled_search_checkpoints_mid_stage_and_resumes_to_the_same_result(chunked_references, tiny_prepared,
                                                                                  tmp_path, monkeypatch, stage, at,
                                                                                  chunk, saved):

@@ -1,5 +1,5 @@
 """Integration: the Snakemake DAG end to end on the tiny config, the provenance audit, the report and the study
-(DVC: test_dvc.py)."""
+(DVC: test_dvc.py, test_dvc_repos.py)."""
 import json
 import re
 import os
