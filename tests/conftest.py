@@ -134,7 +134,7 @@ BIN = Path(sys.executable).parent           # the venv's snakemake, dvc, snakefm
 # plugin runs `scontrol show config` whenever Snakemake starts, and where SLURM's client is installed but no
 # controller is up (CI, outside test_slurm.py) that call waits 9 s for one; with an empty config it fails at once.
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "SLURM_CONF": "/dev/null"}
-TREE = ["Snakefile", "workflow", "config", "scripts", "tests/configs", "dvc.yaml"]
+TREE = ["Snakefile", "workflow", "config", "scripts", "tests/configs", "dvc.yaml", ".dvcignore"]
 
 
 def copy_tree(dest: Path) -> Path:
