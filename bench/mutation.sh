@@ -7,6 +7,9 @@
 #   bench/mutation.sh report/tables.py         # modules by path under src/metantk_nas/
 #   JOBS=4 bench/mutation.sh data/episodes.py  # mutmut's parallel workers (default: the CPU count)
 #   REV=5a2460d bench/mutation.sh ...          # the code and tests of a commit (a before/after comparison)
+#   SAMPLE=120 bench/mutation.sh search/budget.py   # sampled: a seeded random sample of 120 mutants (SEED=0), the
+#                                              # score with its 95% Wilson interval; outcomes saved after every
+#                                              # few mutants, and a rerun resumes (bench/mutation_sample.py)
 #
 # Each module runs in a scratch copy of the tracked tree (mutmut writes mutants/ and its state next to the code),
 # under $MUTATION_DIR (default /tmp/metantk-mutation); per module the mutant list and outcomes are left in
@@ -23,7 +26,7 @@ JOBS=${JOBS:-$(nproc)}
 CORE=(
   "search/pruning.py: tests/test_pruning.py tests/test_search.py"
   "search/scoring.py: tests/test_search.py tests/test_kernels.py"
-  "search/budget.py: tests/test_search.py tests/test_nas.py"
+  "search/budget.py: tests/test_budget.py"
   "kernels/metantk.py: tests/test_kernels.py tests/test_fidelity.py"
   "kernels/ntk.py: tests/test_kernels.py tests/test_fidelity.py"
   "kernels/linear_regions.py: tests/test_kernels.py tests/test_fidelity.py"
@@ -42,11 +45,16 @@ modules=("$@")
 MUTMUT=$(dirname "$PY")/mutmut
 
 echo "mutation score of ${REV:-the working tree} (other: mutants no test reaches, and skipped ones)"
-printf '%-28s %8s %8s %8s %8s %7s\n' module mutants killed survived other score
+[ -n "${SAMPLE:-}" ] || printf '%-28s %8s %8s %8s %8s %7s\n' module mutants killed survived other score
 for m in "${modules[@]}"; do
   tests=$(tests_of "$m")
   [ -n "$tests" ] || { echo "unknown module $m (known: ${CORE[*]%%:*})" >&2; exit 2; }
   dir="$WORK/${m//\//_}"
+  if [ -n "${SAMPLE:-}" ] && [ -f "$dir/sampled.tsv" ]; then   # a sampled run resumes in its copy
+    (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" "$ROOT/bench/mutation_sample.py" --mutmut "$MUTMUT" \
+       --module "$m" --sample "$SAMPLE" --seed "${SEED:-0}" --max-children "$JOBS")
+    continue
+  fi
   rm -rf "$dir" && mkdir -p "$dir"
   if [ -n "${REV:-}" ]; then git archive "$REV" | tar -x -C "$dir"      # the tree of a commit (a "before" score)
   else git ls-files -z | xargs -0 cp --parents -t "$dir"; fi            # the working tree's tracked files
@@ -62,9 +70,14 @@ for m in "${modules[@]}"; do
     echo "    -p"
     echo "    no:cacheprovider"
     echo "    -m"
-    echo "    not integration"
+    echo "    not integration and not sweep"
   } > "$dir/setup.cfg"
   sed -i '/^addopts = /d' "$dir/pyproject.toml"          # no --durations table per mutant
+  if [ -n "${SAMPLE:-}" ]; then
+    (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" "$ROOT/bench/mutation_sample.py" --mutmut "$MUTMUT" \
+       --module "$m" --sample "$SAMPLE" --seed "${SEED:-0}" --max-children "$JOBS")
+    continue
+  fi
   (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$MUTMUT" run --max-children "$JOBS" > run.log 2>&1 || true)
   (cd "$dir" && "$MUTMUT" results --all true > results.txt 2>&1 || true)
   "$PY" - "$m" "$dir/results.txt" <<'EOF'
