@@ -44,6 +44,7 @@ def fabricated_record(seed: int = 0) -> dict:
 def test_importance_by_hand():
     rec = fabricated_record()
     ops, edges = importance(rec)
+    assert ops.shape == (2, 9, len(OP_NAMES)) and edges.shape == (2, 9)   # (cell types, edges, ops)
     mask = np.array(rec["mask"], dtype=bool)
     for c, ct in enumerate(CELL_TYPES):
         gone = {(e, o) for cc, e, o in rec["rounds"][0]["pruned"] if cc == ct}
@@ -110,6 +111,7 @@ def test_the_integer_program_finds_the_exhaustive_optimum(fraction):
     best = obj[feasible].max()
     got, info = solve(rec, C, DEPTH, CLASSES, budget)
     assert info["objective"] == pytest.approx(best, abs=1e-6)
+    assert info["budget_millions"] == budget
     assert info["params"] == eval_net_parameters(got, C, DEPTH, CLASSES)
     if budget is not None:
         assert info["params"] <= budget * 1e6
@@ -120,6 +122,58 @@ def test_the_integer_program_finds_the_exhaustive_optimum(fraction):
 
 
 def test_a_budget_below_every_cell_is_one_line_naming_the_smallest():
+    """The number the error names is the smallest valid cell of the search's own space (here its 2 ops; skip_connect,
+    with no parameters in a normal cell, is outside it), found by enumerating every cell."""
     rec = fabricated_record()
-    with pytest.raises(PipelineError, match=r"below the smallest valid cell \(\d+\.\d{4}M for 5 cells, 5 classes, C=4\)"):
+    ops_w, edge_w = importance(rec)
+    params = _op_params(C, DEPTH)
+    ref = from_mask(np.array(rec["mask"], dtype=bool))
+    fixed = eval_net_parameters(ref, C, DEPTH, CLASSES) - int((params * ref.to_mask()).sum())
+    smallest = fixed + sum(min(x[1] for x in _all_cells(ops_w, edge_w, params, c)) for c in range(2))
+    with pytest.raises(PipelineError, match=r"below the smallest valid cell \(\d+\.\d{4}M for 5 cells, 5 classes, C=4\)") as e:
         solve(rec, C, DEPTH, CLASSES, 1e-4)
+    assert f"({smallest / 1e6:.4f}M " in str(e.value)
+
+
+def test_one_op_per_edge_even_where_two_ops_on_one_edge_would_score_more():
+    """A record of 3 pruning rounds over 4 ops, built so that putting two cheap ops on one edge would outscore any
+    valid cell: in the normal cell's node 1 the kept edge 2 rates avg/max pool 3/4 and the kept edge 3 only 1/2. A
+    budget that admits only pools then has one answer, derived by hand: every kept edge with its better pool,
+    max_pool_3x3 (4 on edge 2, 2 on edge 3)."""
+    cheap_a, cheap_b, c3, c5 = "avg_pool_3x3", "max_pool_3x3", "sep_conv_3x3", "conv_1x5_5x1"
+    default = (c5, c3, cheap_a)          # pruned in rounds 1, 2, 3; the survivor is max_pool: weights 1, 2, 3, 4
+    odd = (cheap_a, cheap_b, c5)         # normal edge 3: the pools go first, sep_conv survives
+    kept = (0, 1, 2, 3, 5, 6)
+    rounds = []
+    for r in range(3):
+        cand, pruned = [], []
+        for ct in CELL_TYPES:
+            for e in range(9):
+                order = odd if (ct, e) == (CELL_TYPES[0], 3) else default
+                cand += [{"cell": ct, "edge": e, "op": o} for o in (cheap_a, cheap_b, c3, c5) if o not in order[:r]]
+                pruned.append([ct, e, order[r]])
+        rounds.append({"candidates": cand, "pruned": pruned})
+    mask = np.zeros((2, 9, len(OP_NAMES)), dtype=bool)
+    for c in range(2):
+        for e in kept:
+            mask[c, e, OP_NAMES.index(c3 if (c, e) == (0, 3) else cheap_b)] = True
+    rec = {"rounds": rounds, "group": [], "mask": mask.astype(int).tolist()}
+    want = mask.copy()
+    want[0, 3] = False
+    want[0, 3, OP_NAMES.index(cheap_b)] = True   # every kept edge with max_pool_3x3
+    params = _op_params(C, DEPTH)
+    pools = from_mask(want)
+    budget = (eval_net_parameters(pools, C, DEPTH, CLASSES) + 0.5) / 1e6   # pools only: any conv is over it
+    assert eval_net_parameters(from_mask(mask), C, DEPTH, CLASSES) > budget * 1e6
+    got, info = solve(rec, C, DEPTH, CLASSES, budget)
+    assert np.array_equal(got.to_mask(), want)
+    assert info["params"] == eval_net_parameters(pools, C, DEPTH, CLASSES) <= budget * 1e6
+    assert params[0, 3, OP_NAMES.index(cheap_a)] == params[0, 3, OP_NAMES.index(cheap_b)]   # the pools tie on cost
+
+
+def test_a_mask_of_the_wrong_shape_is_refused():
+    """A mask read from a damaged search.json with an extra cell type or edge is an error, not silently cut."""
+    good = fabricated_record()["mask"]
+    for bad in (np.pad(np.array(good), ((0, 1), (0, 0), (0, 0))), np.pad(np.array(good), ((0, 0), (0, 1), (0, 0)))):
+        with pytest.raises(ValueError, match=r"mask of shape \(\d, \d+, 7\), expected \(2, 9, 7\)"):
+            from_mask(bad)

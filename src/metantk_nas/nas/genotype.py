@@ -130,9 +130,12 @@ class Genotype:
 def from_mask(mask: np.ndarray, concat: tuple[int, ...] = (2, 3, 4)) -> Genotype:
     """Read a genotype off a single-path mask in which every node has exactly two live edges."""
     mask = np.asarray(mask, dtype=bool)
-    nodes_per_cell = []
     groups = edge_groups()
     edges = edge_list()
+    if mask.shape != (len(CELL_TYPES), len(edges), len(OP_NAMES)):
+        raise ValueError(f"mask of shape {mask.shape}, expected {(len(CELL_TYPES), len(edges), len(OP_NAMES))} "
+                         "(cell types, edges, ops)")
+    nodes_per_cell = []
     for c, ct in enumerate(CELL_TYPES):
         nodes = []
         for i, (a, b) in enumerate(groups):

@@ -89,7 +89,7 @@ def solve(search: dict[str, Any], channels: int, depth: int, num_classes: int,
         prob += total <= budget_millions * 1e6
     status = prob.solve(pulp.PULP_CBC_CMD(msg=False))
     if pulp.LpStatus[status] != "Optimal":
-        smallest = _smallest_cell(op_params, fixed)
+        smallest = _smallest_cell(np.where(ops_w >= 0, op_params, np.inf), fixed)
         raise PipelineError(f"parameter budget {budget_millions}M is below the smallest valid cell "
                             f"({smallest / 1e6:.4f}M for {depth} cells, {num_classes} classes, C={channels})")
     mask = np.zeros((2, 9, len(OP_NAMES)), dtype=bool)
@@ -102,7 +102,8 @@ def solve(search: dict[str, Any], channels: int, depth: int, num_classes: int,
 
 
 def _smallest_cell(op_params: np.ndarray, fixed: int) -> float:
-    """#params of the cheapest valid cell: the 2 cheapest edges per node with their cheapest ops."""
+    """#params of the cheapest valid cell: the 2 cheapest edges per node with their cheapest ops (``op_params`` is
+    inf where an op is outside the search's space)."""
     total = float(fixed)
     cheapest = op_params.min(-1)
     for c in range(2):
