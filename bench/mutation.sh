@@ -44,17 +44,19 @@ modules=("$@")
 "$PY" -c "import mutmut" 2>/dev/null || "$PY" -m pip install --quiet --disable-pip-version-check "mutmut==$MUTMUT_VERSION"
 MUTMUT=$(dirname "$PY")/mutmut
 
+# the sampled score of module $m in its copy $dir (bench/mutation_sample.py)
+sampled() {
+  (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" "$ROOT/bench/mutation_sample.py" --mutmut "$MUTMUT" \
+     --module "$m" --sample "$SAMPLE" --seed "${SEED:-0}" --max-children "$JOBS")
+}
+
 echo "mutation score of ${REV:-the working tree} (other: mutants no test reaches, and skipped ones)"
 [ -n "${SAMPLE:-}" ] || printf '%-28s %8s %8s %8s %8s %7s\n' module mutants killed survived other score
 for m in "${modules[@]}"; do
   tests=$(tests_of "$m")
   [ -n "$tests" ] || { echo "unknown module $m (known: ${CORE[*]%%:*})" >&2; exit 2; }
   dir="$WORK/${m//\//_}"
-  if [ -n "${SAMPLE:-}" ] && [ -f "$dir/sampled.tsv" ]; then   # a sampled run resumes in its copy
-    (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" "$ROOT/bench/mutation_sample.py" --mutmut "$MUTMUT" \
-       --module "$m" --sample "$SAMPLE" --seed "${SEED:-0}" --max-children "$JOBS")
-    continue
-  fi
+  if [ -n "${SAMPLE:-}" ] && [ -f "$dir/sampled.tsv" ]; then sampled; continue; fi   # a sampled run resumes in its copy
   rm -rf "$dir" && mkdir -p "$dir"
   if [ -n "${REV:-}" ]; then git archive "$REV" | tar -x -C "$dir"      # the tree of a commit (a "before" score)
   else git ls-files -z | xargs -0 cp --parents -t "$dir"; fi            # the working tree's tracked files
@@ -73,11 +75,7 @@ for m in "${modules[@]}"; do
     echo "    not integration and not sweep"
   } > "$dir/setup.cfg"
   sed -i '/^addopts = /d' "$dir/pyproject.toml"          # no --durations table per mutant
-  if [ -n "${SAMPLE:-}" ]; then
-    (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" "$ROOT/bench/mutation_sample.py" --mutmut "$MUTMUT" \
-       --module "$m" --sample "$SAMPLE" --seed "${SEED:-0}" --max-children "$JOBS")
-    continue
-  fi
+  if [ -n "${SAMPLE:-}" ]; then sampled; continue; fi
   (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$MUTMUT" run --max-children "$JOBS" > run.log 2>&1 || true)
   (cd "$dir" && "$MUTMUT" results --all true > results.txt 2>&1 || true)
   "$PY" - "$m" "$dir/results.txt" <<'EOF'

@@ -75,7 +75,8 @@ def solve(search: dict[str, Any], channels: int, depth: int, num_classes: int,
     ref_mask = ref.to_mask()
     fixed = count_parameters(EvalNet(ref, channels, depth, num_classes)) - int((op_params * ref_mask).sum())
     prob = pulp.LpProblem("genotype", pulp.LpMaximize)
-    cand = [(c, e, o) for c in range(2) for e in range(9) for o in range(len(OP_NAMES)) if ops_w[c, e, o] >= 0]
+    alive = ops_w >= 0   # the ops of the search's space on each edge
+    cand = [(c, e, o) for c in range(2) for e in range(9) for o in range(len(OP_NAMES)) if alive[c, e, o]]
     x = {k: pulp.LpVariable(f"x_{k[0]}_{k[1]}_{k[2]}", cat="Binary") for k in cand}
     y = {(c, e): pulp.LpVariable(f"y_{c}_{e}", cat="Binary") for c in range(2) for e in range(9)}
     prob += pulp.lpSum(ops_w[k] * x[k] for k in cand) + pulp.lpSum(edge_w[c, e] * y[c, e] for (c, e) in y)
@@ -89,7 +90,7 @@ def solve(search: dict[str, Any], channels: int, depth: int, num_classes: int,
         prob += total <= budget_millions * 1e6
     status = prob.solve(pulp.PULP_CBC_CMD(msg=False))
     if pulp.LpStatus[status] != "Optimal":
-        smallest = _smallest_cell(np.where(ops_w >= 0, op_params, np.inf), fixed)
+        smallest = _smallest_cell(np.where(alive, op_params, np.inf), fixed)
         raise PipelineError(f"parameter budget {budget_millions}M is below the smallest valid cell "
                             f"({smallest / 1e6:.4f}M for {depth} cells, {num_classes} classes, C={channels})")
     mask = np.zeros((2, 9, len(OP_NAMES)), dtype=bool)
