@@ -4,7 +4,7 @@
 Writes scores.json: the MetaNTK condition number with the MAML and with the ANIL kernel, the plain NTK condition
 number, the number of linear regions (each the mean over search.repeats, with the per-repeat values) and the
 evaluation network's parameter count. The scores come from the search's own scorers on the single-path network;
-every architecture of a (dataset, cells) is scored on the same draws (docs/study.md).
+each architecture is scored as the search scores a candidate of one round (docs/study.md).
 
 Example (an architecture of the demo's study):
   python scripts/study_score.py --configfile config/config.yaml config/smoke.yaml \\

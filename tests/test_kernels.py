@@ -50,9 +50,10 @@ def _adapted_query_outputs(theta0, psi, y, n_tasks, q, s, t, steps, adapt):
     return torch.cat(outs)
 
 
-@pytest.mark.parametrize("inner", ["maml", "anil"])
-def test_metantk_of_linear_model_equals_jacobian_of_adapted_meta_output(inner):
-    n_tasks, q, s, t = 2, 3, 3, 0.7
+@pytest.mark.parametrize("inner,q,s", [("maml", 3, 3), ("anil", 3, 3), ("maml", 4, 2)])
+def test_metantk_of_linear_model_equals_jacobian_of_adapted_meta_output(inner, q, s):
+    """(4, 2): more queries than supports per task, as in a 5-way 1-shot task with 15 queries per class."""
+    n_tasks, t = 2, 0.7
     psi_b, psi_h, y, theta0 = _linear_model_setup(n_tasks, q, s)
     psi = torch.cat([psi_b, psi_h], 1)
     adapt = torch.ones(psi.shape[1]) if inner == "maml" else torch.cat([torch.zeros(psi_b.shape[1]), torch.ones(psi_h.shape[1])])
@@ -72,6 +73,40 @@ def test_infinite_time_maml_diagonal_blocks_are_the_schur_complement():
     q, s = slice(0, 3), slice(6, 9)
     schur = theta[q, q] - theta[q, s] @ torch.linalg.inv(theta[s, s]) @ theta[s, q]
     assert torch.allclose(phi[:3, :3], schur, rtol=1e-6, atol=1e-8)
+
+
+def test_metantk_refuses_samples_that_do_not_split_into_equal_tasks():
+    theta = torch.eye(12)
+    for n_query, n_tasks, counts in ((7, 2, "7 queries and 5 supports"), (6, 4, "6 queries and 6 supports"),
+                                     (4, 2, None), (8, 8, "8 queries and 4 supports"), (5, 7, "5 queries and 7 supports")):
+        if counts is None:   # 2 tasks of 2 queries and 4 supports
+            assert metantk(theta, theta, n_tasks, 1.0, 0.0, n_query=n_query).shape == (4, 4)
+            continue
+        with pytest.raises(ValueError, match=f"^{counts} cannot be split into {n_tasks} equal tasks$"):
+            metantk(theta, theta, n_tasks, 1.0, 0.0, n_query=n_query)
+
+
+def test_metantk_and_inner_operator_stay_on_their_inputs_device():
+    """Every tensor they create follows the inputs' device: on the meta device (no data, shapes only) a CPU
+    intermediate would fail the products."""
+    g = torch.Generator().manual_seed(0)
+    j = torch.randn(12, 20, generator=g)
+    theta = (j @ j.T).to("meta")
+    assert inner_operator(theta[:4, :4], 1.0, 1e-3).device.type == "meta"
+    phi = metantk(theta, theta, 2, math.inf, 1e-3, n_query=4)
+    assert phi.device.type == "meta" and phi.shape == (4, 4)
+
+
+def test_inner_operator_by_hand_on_singular_and_ill_conditioned_kernels():
+    """t = inf: T = pinvh(K + rI), the exponential vanishing even on K's zero eigenvalues; pinvh drops an
+    eigenvalue of K + rI below n * eps * its largest (scipy.linalg.pinvh's cutoff), here 1e-15 < 2 eps 100."""
+    r = 1e-3
+    t_inf = inner_operator(torch.diag(torch.tensor([3.0, 1.0, 0.0, 0.0])), math.inf, r)
+    assert torch.allclose(t_inf, torch.diag(torch.tensor([1 / (3 + r), 1 / (1 + r), 1 / r, 1 / r])), rtol=1e-12)
+    dropped = inner_operator(torch.diag(torch.tensor([100.0, 1e-15])), math.inf, 0.0)
+    assert torch.allclose(dropped, torch.diag(torch.tensor([0.01, 0.0])), rtol=1e-12, atol=0)
+    kept = inner_operator(torch.diag(torch.tensor([100.0, 1e-12])), math.inf, 0.0)
+    assert kept[1, 1] == pytest.approx(1e12, rel=1e-9)
 
 
 def test_inner_operator_matches_scipy():
@@ -269,6 +304,34 @@ def test_nan_or_singular_kernels_give_the_documented_value():
     assert condition_number(torch.diag(torch.tensor([1.0, 4.0]))) == 4.0
 
 
+def test_singular_kernels_give_their_documented_values_without_numpy_warnings():
+    """lambda_min = 0: 2 / 0 = inf -> the largest float; 0 / 0 -> the sentinel; neither divides noisily."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert condition_number(torch.diag(torch.tensor([0.0, 2.0]))) == np.finfo(np.float64).max
+        assert condition_number(torch.zeros(2, 2), nan_value=7.0) == 7.0
+
+
+def test_a_failed_eigensolver_gives_the_sentinel(monkeypatch):
+    def fail(k):
+        raise RuntimeError("linalg.eigvalsh: the algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", fail)
+    assert condition_number(torch.eye(3), nan_value=123.0) == 123.0
+
+
+def test_valid_condition_by_hand():
+    """Valid: finite, at least 1, below the largest float, not the sentinel (the caller's, default 1e5)."""
+    from metantk_nas.kernels.metantk import valid_condition
+
+    assert valid_condition(1.0) and valid_condition(4.0) and valid_condition(99999.0) and valid_condition(1e5, 7.0)
+    for bad in (0.999, 0.0, -2.0, 1e5, float("inf"), -float("inf"), float("nan"), np.finfo(np.float64).max):
+        assert not valid_condition(bad), bad
+    assert not valid_condition(7.0, 7.0)
+
+
 # -- linear regions --------------------------------------------------------------------------------------------------
 def test_unique_pattern_count_equals_the_originals_hamming_formula():
     torch.manual_seed(0)
@@ -281,6 +344,18 @@ def test_unique_pattern_count_equals_the_originals_hamming_formula():
     # and on patterns with known duplicates
     p = torch.tensor([[1, 0, 1], [1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 0, 0]], dtype=torch.bool)
     assert count_unique_patterns(p) == 3 == round(count_by_hamming(p))
+
+
+def test_a_network_without_recorded_relus_has_one_region_as_the_originals_formula_counts():
+    """No ReLU with a 4-D input fires a hook (e.g. a thin cell of pools and skips): every input has the empty
+    pattern, an (N, 0) boolean matrix over all batches, and the Hamming formula gives sum_i 1/N = 1 region."""
+    relu = nn.ReLU()
+    batches = [torch.randn(3, 1, 3, 3), torch.randn(4, 1, 3, 3)]
+    pats = activation_patterns(lambda x: relu(x.flatten(1)), [relu], batches)   # a 2-D input: not recorded
+    assert pats.shape == (7, 0) and pats.dtype == torch.bool
+    assert count_unique_patterns(pats) == 1 == round(count_by_hamming(pats))
+    one_bit = torch.tensor([[True], [False], [True]])
+    assert count_unique_patterns(one_bit) == 2 == round(count_by_hamming(one_bit))
 
 
 # -- a module registered twice --------------------------------------------------------------------------------------

@@ -357,6 +357,83 @@ def test_each_metantk_score_takes_its_own_kernel_settings():
     assert study_kernel_spec(cfg, "mini", 8, "anil") == KernelSpec("anil", 1.0, 1e-5)
 
 
+def _tiny_study_config(repeats: int) -> dict:
+    """The tiny config with a dataset named "tiny" (the tiny_prepared fixture's) and ``repeats`` repeats."""
+    cfg = load_config(TINY)
+    cfg["data"]["datasets"]["tiny"] = cfg["data"]["datasets"]["synthetic"]
+    cfg["search"]["kernels"]["tiny"] = cfg["search"]["kernels"]["synthetic"]
+    cfg["search"]["repeats"] = repeats
+    return cfg
+
+
+@pytest.mark.parametrize("fresh_batch", [True, False])
+def test_study_scores_are_the_searchs_own_candidate_scores(tiny_prepared, monkeypatch, fresh_batch):
+    """Each study score, repeat by repeat, is the condition number (region count) the search's own code path gives
+    that network as a candidate: PruningSearch._scores in round STUDY_KEY with candidate key architecture_key, for
+    MetaNTK MAML, MetaNTK ANIL, the NTK (tenas) and the regions, whether the search draws a batch per candidate or
+    shares one per round.  One by one (batch_candidates false, the default), whose values are bitwise the search's."""
+    import dataclasses
+
+    from metantk_nas.config import search_config, study_kernel_spec
+    from metantk_nas.data.prepared import load_split
+    from metantk_nas.nas.genotype import random_genotype
+    from metantk_nas.nas.networks import full_mask
+    from metantk_nas.search import arch_scores
+    from metantk_nas.search.pruning import PruningSearch
+    from metantk_nas.search.scoring import Scorer
+
+    cfg = _tiny_study_config(repeats=2)
+    cfg["search"]["fidelity"]["fresh_batch_per_candidate"] = fresh_batch
+    cfg["search"]["batch_candidates"] = False
+    train, cpu = load_split(tiny_prepared, "train"), torch.device("cpu")
+    genotype = random_genotype(4, 5)
+    mask = genotype.to_mask()
+    study = arch_scores.score_architecture(cfg, "tiny", 5, genotype, train, cpu)["repeats"]
+
+    seen: list[tuple[str, np.ndarray, float]] = []
+    kernel_condition, regions = Scorer.kernel_condition, Scorer.regions
+
+    def record(kind, fn):
+        def wrapped(self, m, *args):
+            value = fn(self, m, *args)
+            seen.append((kind, m.copy(), value))
+            return value
+        return wrapped
+
+    monkeypatch.setattr(Scorer, "kernel_condition", record("kernel", kernel_condition))
+    monkeypatch.setattr(Scorer, "regions", record("regions", regions))
+    origin, key = full_mask(), (arch_scores.STUDY_KEY, arch_scores.architecture_key(mask))
+    for name, (method, inner) in arch_scores.KERNEL_SCORES.items():
+        sc = search_config(cfg, "tiny", method, 5, 0)
+        if inner is not None:
+            sc = dataclasses.replace(sc, kernel=study_kernel_spec(cfg, "tiny", 5, inner))
+        search = PruningSearch(sc, Scorer(sc, train, cpu), progress=False)
+        search.scorer.reinit_kernel_net(arch_scores.STUDY_KEY)   # what prune_round does in its round
+        seen.clear()
+        search._scores(origin, origin, mask, key, search._shared(origin, arch_scores.STUDY_KEY))
+        assert [v for kind, m, v in seen if kind == "kernel" and np.array_equal(m, mask)] == study[name], name
+        searched_regions = [v for kind, m, v in seen if kind == "regions" and np.array_equal(m, mask)]
+        assert [float(v) for v in searched_regions] == study["regions"]
+        assert len(study[name]) == 2 and len(set(study[name])) == 2   # the repeats draw their own batches or heads
+
+
+def test_one_genotype_gets_one_set_of_draws_and_two_genotypes_two():
+    """architecture_key reads the mask only: a genotype found by two seeds (the edges of a node in either order) is
+    scored once, and distinct genotypes get keys above the search's own (candidate indices, SHARED_KEY)."""
+    import dataclasses
+
+    from metantk_nas.nas.genotype import random_genotype
+    from metantk_nas.search.arch_scores import architecture_key
+    from metantk_nas.search.pruning import SHARED_KEY
+
+    g = random_genotype(5, 5)
+    swapped = dataclasses.replace(g, normal=tuple((b, a) for a, b in g.normal))
+    assert architecture_key(swapped.to_mask()) == architecture_key(g.to_mask())
+    keys = {architecture_key(random_genotype(s, 5).to_mask()) for s in range(200)}
+    assert len(keys) == len({random_genotype(s, 5).to_darts() for s in range(200)})
+    assert min(keys) > SHARED_KEY
+
+
 def test_invalid_condition_numbers_are_left_out_and_counted(tiny_prepared, monkeypatch):
     """A kernel score is the mean over its valid repeats: a non-positive-definite kernel (lambda_min < 0 gives a
     negative ratio), the NaN sentinel and +-inf (mapped to the largest float) are left out and counted; a score
@@ -376,10 +453,7 @@ def test_invalid_condition_numbers_are_left_out_and_counted(tiny_prepared, monke
                         lambda scorer, mask: values["ntk" if scorer.cfg.method == "tenas" else
                                                     f"metantk_{scorer.cfg.kernel.inner}"])
     monkeypatch.setattr(arch_scores, "region_counts", lambda scorer, mask: [10, 20, 30])
-    cfg = load_config(TINY)
-    cfg["data"]["datasets"]["tiny"] = cfg["data"]["datasets"]["synthetic"]
-    cfg["search"]["kernels"]["tiny"] = cfg["search"]["kernels"]["synthetic"]
-    cfg["search"]["repeats"] = 3
+    cfg = _tiny_study_config(repeats=3)
     out = arch_scores.score_architecture(cfg, "tiny", 5, random_genotype(3, 5), load_split(tiny_prepared, "train"),
                                          torch.device("cpu"))
     assert out["scores"]["metantk_maml"] == 12.0 and out["scores"]["metantk_anil"] is None
@@ -393,10 +467,8 @@ def test_scores_match_an_autograd_loop_and_a_direct_parameter_count(tiny_prepare
     from metantk_nas.nas.networks import EvalNet, LogitsNet
     from metantk_nas.search import arch_scores
 
-    cfg = load_config(TINY)
-    cfg["data"]["datasets"]["tiny"] = cfg["data"]["datasets"]["synthetic"]
-    cfg["search"]["kernels"]["tiny"] = cfg["search"]["kernels"]["synthetic"]
-    cfg["search"]["repeats"] = 2
+    cfg = _tiny_study_config(repeats=2)
+    cfg["search"]["fidelity"]["fresh_batch_per_candidate"] = True   # each architecture its own images
     train = load_split(tiny_prepared, "train")
     g = random_genotype(3, 5)
     read: set[str] = set()
@@ -416,7 +488,7 @@ def test_scores_match_an_autograd_loop_and_a_direct_parameter_count(tiny_prepare
     names = [n for n, idx in scorer._structure(net)[0] if idx is None or mask[idx]]
     params = dict(net.named_parameters())
     for r in range(2):
-        x = scorer.kernel_inputs(arch_scores.STUDY_KEY, r)
+        x = scorer.kernel_inputs(arch_scores.STUDY_KEY, arch_scores.architecture_key(mask), r)
         rows = []
         for i in range(len(x)):
             gr = torch.autograd.grad(net(x[i:i + 1]).sum(), [params[n] for n in names], allow_unused=True)

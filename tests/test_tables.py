@@ -87,6 +87,42 @@ def test_comparison_lists_ours_next_to_the_paper(tmp_path):
     assert row.ours == "65.00 ± 1.00" and row.paper == "63.88 ± 0.81" and row.difference == "+1.12"
 
 
+def test_comparison_without_a_paper_value_says_which_kind_of_gap(tmp_path):
+    """mini at 3 cells: the paper has no such row, "--"; a dataset the paper never measured says so by its title,
+    or by its key when it has none; no result at all: an empty frame that still names its columns."""
+    fabricate(tmp_path, {("mini", "metantk", 3, 0): (50.0, 60.0), ("digits", "metantk", 5, 0): (40.0, 45.0),
+                         ("synthetic", "tenas", 5, 0): (30.0, 35.0)})
+    runs = [Run("mini", "metantk", 3, 0), Run("digits", "metantk", 5, 0), Run("synthetic", "tenas", 5, 0)]
+    comp = comparison(collect(tmp_path, runs, (1, 5)), LIT, ["mini", "digits", "synthetic"], [3, 5])
+    assert comp.set_index(["dataset", "shots"])["paper"].to_dict() == {
+        ("mini", 1): "--", ("mini", 5): "--",
+        ("digits", 1): "no paper value for digits data", ("digits", 5): "no paper value for digits data",
+        ("synthetic", 1): "no paper value for synthetic data", ("synthetic", 5): "no paper value for synthetic data"}
+    assert set(comp.difference) == {"--"}
+    empty = comparison(collect(tmp_path, [], (1, 5)), LIT, ["mini"], [5])
+    assert empty.empty and list(empty.columns) == ["dataset", "method", "cells", "shots", "ours", "paper", "difference",
+                                                   "seeds"]
+
+
+def test_seeds_notes_count_both_shot_settings_and_read_without_results():
+    """Table 2's note counts the seeds behind its 1-shot and its 5-shot cells (here 2 and 3); with no result at
+    all it still reads as a sentence."""
+    from metantk_nas.report.tables import Collected, seeds_note
+
+    col = Collected(per_seed={("mini", "metantk", 5, 1): [60.0, 61.0], ("mini", "metantk", 5, 5): [70.0, 71.0, 72.0]})
+    assert "over 2–3 seeds per cell of each run's" in table2(col, "mini", [5]).notes[0]
+    assert seeds_note(Collected()) == ("Ours: mean ± population std (ddof=0) over seeds of each run's mean accuracy "
+                                       "over its test episodes (%); a cell from a single seed shows its mean alone.")
+    assert "over 1 seed of" in seeds_note(Collected(per_seed={("mini", "tenas", 5, 1): [50.0]}))
+
+
+def test_greek_letters_and_marks_become_latex_math():
+    from metantk_nas.report.tables import _tex
+
+    assert _tex("τ ρ κ † – 5% a_b #P ✓ &") == \
+        "$\\tau$ $\\rho$ $\\kappa$ $^\\dagger$ -- 5\\% a\\_b \\#P \\checkmark \\&"
+
+
 def test_latex_compiles(tmp_path):
     require(shutil.which("pdflatex") is not None, "pdflatex is not installed (texlive-latex-recommended)")
     col = collect(tmp_path, grid(tmp_path, drop={("random", 5, 0)}), (1, 5))

@@ -35,7 +35,6 @@ class Stat:
     mean: float | None
     std: float | None
     n: int = 0
-    quoted: bool = False
 
     def fmt(self, digits: int = 2) -> str:
         if self.mean is None:
@@ -103,7 +102,7 @@ def seeds_note(col: Collected, keys: Iterable[tuple[str, str, int, int]] | None 
 
 
 def _quoted_stat(pair: list[float] | None) -> Stat:
-    return Stat(None, None, quoted=True) if pair is None else Stat(pair[0], pair[1], quoted=True)
+    return Stat(None, None) if pair is None else Stat(pair[0], pair[1])
 
 
 def _fmt_params(vals: list[float] | None) -> str:
@@ -221,7 +220,7 @@ def table1(col: Collected, lit: dict[str, Any], datasets: list[str], cells: list
         row: list[Any] = [q["model"], q["arch"], q["cells"], q["train"]]
         for entry in entries:
             if entry is None:
-                row += ["--", "--", Stat(None, None, quoted=True), Stat(None, None, quoted=True)]
+                row += ["--", "--", Stat(None, None), Stat(None, None)]
             else:
                 row += [entry["params"], _fmt_hours(entry["cost"]), _quoted_stat(entry["shot1"]), _quoted_stat(entry["shot5"])]
         rows.append(row)

@@ -15,13 +15,17 @@ positive-definite kernel, and not the NaN sentinel ``search.fidelity.nan_conditi
 counted in ``invalid``, and a score with no valid repeat is null (the study excludes that architecture from that
 score's correlations and says how many).
 
-Every architecture of one (dataset, cells) is scored with the same draws (stream ``(0, cells)``, key
-:data:`STUDY_KEY`): the same supernet weights, task batches, heads and region inputs, so that the scores differ
-only by the architecture, as a search's origin and candidates do.
+Every architecture is scored as the search scores a candidate of one round (stream ``(0, cells)``, round
+:data:`STUDY_KEY`, candidate :func:`architecture_key`): the round's supernet weights, shared by every architecture
+as by a round's candidates; the candidate's own task batch and head where the search draws them per candidate
+(``search.fidelity.fresh_batch_per_candidate``, ``fresh_head_per_network``), else the round's shared ones; the
+thin network's weights and the region inputs of that candidate.  The key comes from the genotype's mask, so a
+genotype gets the same draws wherever it appears (a cell found by two seeds has one set of scores).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from typing import Any, Mapping
@@ -34,10 +38,11 @@ from ..data.prepared import PreparedSplit
 from ..kernels.metantk import valid_condition
 from ..nas.genotype import Genotype
 from ..nas.networks import eval_net_parameters
+from .pruning import SHARED_KEY
 from .scoring import Scorer
 
 log = logging.getLogger(__name__)
-STUDY_KEY = 0x57D7   # the key of every study draw (a search's keys are its rounds, >= 0 and small)
+STUDY_KEY = 0x57D7   # the study's "round" (a search's rounds are keys 0..13 and 10_000)
 KERNEL_SCORES = {"metantk_maml": ("metantk", "maml"), "metantk_anil": ("metantk", "anil"), "ntk": ("tenas", None)}
 
 
@@ -48,19 +53,35 @@ def _scorer(cfg: Mapping[str, Any], dataset: str, cells: int, method: str, inner
         sc = dataclasses.replace(sc, kernel=study_kernel_spec(cfg, dataset, cells, inner))
     scorer = Scorer(sc, train, device)
     if scorer.kernel_net is not None:
-        scorer.reinit_kernel_net(STUDY_KEY)
-    scorer.reinit_thin(STUDY_KEY)
+        scorer.reinit_kernel_net(STUDY_KEY)   # one round's weights (the search draws them per round)
     return scorer
 
 
+def architecture_key(mask: np.ndarray) -> int:
+    """The candidate key of a genotype's mask: 31 bits of its SHA-256, above the search's own keys (its candidate
+    indices and SHARED_KEY), so distinct genotypes draw independent batches, heads and thin weights."""
+    digest = hashlib.sha256(np.packbits(np.asarray(mask, dtype=bool)).tobytes()).digest()
+    return SHARED_KEY + 1 + int.from_bytes(digest[:4], "big") % (2 ** 31 - SHARED_KEY - 1)
+
+
 def kernel_conditions(scorer: Scorer, mask: np.ndarray) -> list[float]:
-    """The condition number of the network ``mask`` in each repeat (its batch and head drawn from the repeat)."""
-    return [scorer.kernel_condition(mask, scorer.kernel_inputs(STUDY_KEY, r), scorer.new_head(STUDY_KEY, r, 0))
-            for r in range(scorer.cfg.repeats)]
+    """The condition number of the network ``mask`` in each repeat, with the batch and head the search draws for a
+    candidate (:meth:`Scorer.candidate_draws`) of round :data:`STUDY_KEY`."""
+    key, fid = architecture_key(mask), scorer.cfg.fidelity
+    out = []
+    for r in range(scorer.cfg.repeats):
+        shared = None if fid.fresh_batch_per_candidate else scorer.origin_draws(STUDY_KEY, SHARED_KEY, r)
+        inputs, _, head = scorer.candidate_draws(STUDY_KEY, key, r, shared=shared)
+        out.append(scorer.kernel_condition(mask, inputs, head))
+    return out
 
 
 def region_counts(scorer: Scorer, mask: np.ndarray) -> list[int]:
-    return [scorer.regions(mask, scorer.keyed_region_inputs(STUDY_KEY, r)) for r in range(scorer.cfg.repeats)]
+    """The thin network's region count in each repeat, with the weights and inputs the search draws for a
+    candidate of round :data:`STUDY_KEY`."""
+    key = architecture_key(mask)
+    scorer.reinit_thin(STUDY_KEY, key)
+    return [scorer.regions(mask, scorer.keyed_region_inputs(STUDY_KEY, key, r)) for r in range(scorer.cfg.repeats)]
 
 
 def score_architecture(cfg: Mapping[str, Any], dataset: str, cells: int, genotype: Genotype, train: PreparedSplit,

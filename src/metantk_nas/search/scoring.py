@@ -8,7 +8,7 @@ function).  Randomness is explicit: every draw takes a ``numpy`` generator or ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -190,23 +190,31 @@ class Scorer:
             return self.metantk_condition(mask, inputs, head)
         return self.ntk_condition(mask, inputs)
 
+    def origin_draws(self, *key: int) -> tuple[KernelBatch | torch.Tensor, nn.Linear | None]:
+        """The data and the origin's head of one repeat, drawn from its key."""
+        return self.kernel_inputs(*key), self.new_head(*key, 0)
+
+    def candidate_draws(self, *key: int, shared: tuple[Any, ...] | None = None
+                        ) -> tuple[KernelBatch | torch.Tensor, nn.Linear | None, nn.Linear | None]:
+        """(inputs, origin head, candidate head) of one candidate's repeat (key = (round, candidate, repeat)): the
+        repeat's own batch and origin head, or the round's ``shared`` ones (their first two entries; the search
+        shares them when ``fidelity.fresh_batch_per_candidate`` is false); the candidate's own head
+        (``fidelity.fresh_head_per_network``) or the origin's."""
+        inputs, head_o = self.origin_draws(*key) if shared is None else shared[:2]
+        head_c = self.new_head(*key, 1) if self.cfg.fidelity.fresh_head_per_network else head_o
+        return inputs, head_o, head_c
+
     def kernel_delta(self, origin: np.ndarray, candidate: np.ndarray, *key: int,
                      shared: tuple[KernelBatch | torch.Tensor, nn.Linear | None, float] | None = None) -> float:
         """dK of one repeat.  ``shared`` = (inputs, origin head, origin condition number) reused across candidates
         when ``fidelity.fresh_batch_per_candidate`` is false; otherwise the repeat draws its own batch and heads."""
-        if shared is None:
-            inputs = self.kernel_inputs(*key)
-            head_o = self.new_head(*key, 0)
-            k_o = self.kernel_condition(origin, inputs, head_o)
-        else:
-            inputs, head_o, k_o = shared
-        head_c = self.new_head(*key, 1) if self.cfg.fidelity.fresh_head_per_network else head_o
+        inputs, head_o, head_c = self.candidate_draws(*key, shared=shared)
+        k_o = self.kernel_condition(origin, inputs, head_o) if shared is None else shared[2]
         k_c = self.kernel_condition(candidate, inputs, head_c)
         return relative_change(k_o, k_c, self.cfg.precision)
 
     def shared_origin(self, origin: np.ndarray, *key: int) -> tuple[KernelBatch | torch.Tensor, nn.Linear | None, float]:
-        inputs = self.kernel_inputs(*key)
-        head = self.new_head(*key, 0)
+        inputs, head = self.origin_draws(*key)
         return inputs, head, self.kernel_condition(origin, inputs, head)
 
     # -- round-batched kernels (search.batch_candidates; docs/kernels.md) -----------------------------------------
@@ -318,12 +326,9 @@ class Scorer:
         for r in range(reps):
             nets: list[tuple[np.ndarray, KernelBatch | torch.Tensor, nn.Linear | None]] = []
             for origin, cand, key in work:
+                inputs, head_o, head_c = self.candidate_draws(*key, r, shared=None if shared is None else shared[r])
                 if shared is None:
-                    inputs, head_o = self.kernel_inputs(*key, r), self.new_head(*key, r, 0)
                     nets.append((origin, inputs, head_o))
-                else:
-                    inputs, head_o, _ = shared[r]
-                head_c = self.new_head(*key, r, 1) if self.cfg.fidelity.fresh_head_per_network else head_o
                 nets.append((cand, inputs, head_c))
             conds = self.batched_conditions(nets)
             for i in range(len(work)):
