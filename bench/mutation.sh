@@ -22,10 +22,11 @@ MUTMUT_VERSION=3.8.1
 WORK=${MUTATION_DIR:-/tmp/metantk-mutation}
 JOBS=${JOBS:-$(nproc)}
 
-# module (under src/metantk_nas/): the fast unit tests that exercise it; in this order when no module is named
+# module (under src/metantk_nas/): the fast unit tests that exercise it (never test_search.py's whole searches,
+# tens of seconds per mutant); in this order when no module is named
 CORE=(
-  "search/pruning.py: tests/test_pruning.py tests/test_search.py"
-  "search/scoring.py: tests/test_search.py tests/test_kernels.py"
+  "search/pruning.py: tests/test_pruning.py"      # designed scores (stub scorer); whole searches: test_search.py
+  "search/scoring.py: tests/test_scoring.py tests/test_batched.py"
   "search/budget.py: tests/test_budget.py"
   "kernels/metantk.py: tests/test_kernels.py tests/test_fidelity.py"
   "kernels/ntk.py: tests/test_kernels.py tests/test_fidelity.py"

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from metantk_nas.config import FidelitySwitches, KernelSpec, SearchConfig
+from metantk_nas.nas.ops import OP_NAMES
 from metantk_nas.search.pruning import PruningSearch
 
 N, R = 0, 1   # cell types
@@ -212,3 +213,74 @@ def test_a_search_with_a_stub_scorer_ends_in_a_valid_genotype_in_six_rounds():
     for k, rnd in enumerate(state.rounds):   # round k removes op 6 - k everywhere
         assert {p[2] for p in rnd["pruned"]} == {OP_NAMES[6 - k]} and len(rnd["pruned"]) == 18
     assert {op for node in genotype.normal + genotype.reduce for op, _ in node} == {OP_NAMES[0]}
+
+
+# -- checkpoints and resumes, with the stub scorer (the real scorer's: test_search.py) ------------------------------
+THREE_OPS = ("max_pool_3x3", "conv_3x3", "skip_connect")
+
+
+def _hashed_dk(o, c) -> float:
+    """A designed dK that differs between candidates: the removed ops' flat positions, modulo 7."""
+    return float(np.flatnonzero((o & ~c).ravel()).sum() % 7)
+
+
+def test_total_candidates_by_hand():
+    """18 edges x (k + (k-1) + ... + 2) op removals for k ops, then per cell 3 + 4 edges of nodes 1 and 2 (node
+    0's two edges are never scored): 7 ops 18 x 27 + 14 = 500, 3 ops 18 x 5 + 14 = 104, 2 ops 36 + 14 = 50."""
+    from metantk_nas.search.pruning import initial_mask
+
+    search = PruningSearch(_cfg(), StubScorer(_hashed_dk, lambda o, c: 0.0), progress=False)
+    for ops, total in ((OP_NAMES, 500), (THREE_OPS, 104), (THREE_OPS[:2], 50)):
+        assert search.total_candidates(initial_mask(ops)) == total
+    stub = StubScorer(_hashed_dk, lambda o, c: 0.0)
+    PruningSearch(replace(_cfg(), ops=THREE_OPS), stub, progress=False).run()
+    assert len(stub.kernel_calls) == len(stub.region_calls) == 104
+
+
+@pytest.mark.parametrize("at,where", [(5, "5 candidates of round 0"), (54 + 4, "4 candidates of round 1"),
+                                      (90 + 3, "0 node groups and 3 candidates of the group stage"),
+                                      (90 + 5, "1 node groups and 2 candidates of the group stage")])
+def test_a_signalled_search_saves_what_it_finished_and_resumes_with_the_rest(tmp_path, at, where):
+    """3 ops: round 0 scores 54 candidates, round 1 36, the group stage 14 (node 1's 3 edges, then node 2's 4, per
+    cell).  A SIGUSR1 during candidate ``at`` lets it finish, saves it and raises Preempted; the rerun scores
+    the 104 - ``at`` others only and ends where the uninterrupted search ends."""
+    import os
+    import signal
+
+    from metantk_nas.preemption import Preempted
+
+    cfg = replace(_cfg(), ops=THREE_OPS, checkpoint_seconds=3600)
+    ref_genotype, ref = PruningSearch(cfg, StubScorer(_hashed_dk, _hashed_dk), progress=False).run()
+    calls = [0]
+
+    def signalling(o, c):
+        calls[0] += 1
+        if calls[0] == at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return _hashed_dk(o, c)
+
+    path = tmp_path / "search_state.json"
+    with pytest.raises(Preempted, match=f"checkpointed after {where}; rerun to resume"):
+        PruningSearch(cfg, StubScorer(signalling, _hashed_dk), progress=False).run(path)
+    stub = StubScorer(_hashed_dk, _hashed_dk)
+    genotype, state = PruningSearch(cfg, stub, progress=False).run(path)
+    assert len(stub.kernel_calls) == len(stub.region_calls) == 104 - at
+    assert state.resumes == [where] and state.partial is None
+    assert genotype == ref_genotype and state.rounds == ref.rounds and state.group == ref.group
+    assert (state.mask == ref.mask).all()
+
+
+@pytest.mark.parametrize("saved,reason", [({"mask": np.ones((2, 14, 7), int).tolist()}, "mask of shape (2, 14, 7)"),
+                                          ({"networks_per_pass": 4}, "scored with 4 networks per kernel pass")])
+def test_a_state_of_another_supernet_or_pass_size_is_a_logged_fresh_start(tmp_path, caplog, saved, reason):
+    import json
+
+    from metantk_nas.search.pruning import SearchState, initial_mask
+
+    path = tmp_path / "search_state.json"
+    state = SearchState(initial_mask(THREE_OPS), networks_per_pass=1).to_json()
+    path.write_text(json.dumps({**state, "rounds": [{"round": 0}], **saved}))
+    stub = StubScorer(_hashed_dk, _hashed_dk)
+    _, out = PruningSearch(replace(_cfg(), ops=THREE_OPS), stub, progress=False).run(path)
+    assert len(stub.kernel_calls) == 104 and out.resumes == []
+    assert f"unreadable search state (ValueError: {reason}" in caplog.text and str(path) in caplog.text
