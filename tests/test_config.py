@@ -176,3 +176,53 @@ def test_the_training_script_in_a_gpu_job_stops_at_once_with_the_one_line_error(
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: config: device: 'auto' in a job given a GPU (SLURM_JOB_GPUS=0)")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def torch_determinism(monkeypatch):
+    """torch's global determinism flags and CUBLAS_WORKSPACE_CONFIG, restored after the test."""
+    import torch
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    yield torch
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    torch.backends.cudnn.benchmark = before[2]
+
+
+def test_deterministic_sets_torchs_flags_on_cuda_only(torch_determinism, monkeypatch):
+    """deterministic: true -> torch's deterministic algorithms with warnings, cuBLAS's workspace setting (":4096:8",
+    torch's documented value), no cuDNN autotuning; strict -> errors instead of warnings; false and the CPU: torch's
+    defaults untouched. A device object of type cuda needs no GPU, so this runs on the CPU."""
+    import os
+
+    from metantk_nas.cli import set_determinism
+
+    torch = torch_determinism
+    cuda = torch.device("cuda")
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = True
+    for mode, dev in ((False, cuda), (True, torch.device("cpu")), ("strict", torch.device("cpu"))):
+        set_determinism(mode, dev)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark, (mode, dev)
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    set_determinism(True, cuda)
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and not torch.backends.cudnn.benchmark
+    set_determinism("strict", cuda)
+    assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")   # a user's own (smaller) workspace stays
+    set_determinism(True, cuda)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_deterministic_key_is_validated(tmp_path):
+    for value, ok in (("true", True), ("false", True), ("strict", True), ("'yes'", False), ("2", False)):
+        over = tmp_path / "d.yaml"
+        over.write_text(f"deterministic: {value}\n")
+        if ok:
+            load_config([ROOT / "config/config.yaml", over])
+        else:
+            with pytest.raises(ConfigError, match=r"^config: deterministic: expected one of \[True, False, 'strict'\]"):
+                load_config([ROOT / "config/config.yaml", over])

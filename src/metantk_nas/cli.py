@@ -77,12 +77,15 @@ def granted_gpu(env: Mapping[str, str]) -> str | None:
 def resolve_device(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None) -> "torch.device":  # noqa: F821
     """``device`` of the config: ``cpu``; ``cuda``; or ``auto``, CUDA where torch has it. A job that asks for CUDA,
     or one the scheduler gave a GPU (``GPU_ENV`` in ``env``, default the process's), while torch has no CUDA fails
-    with one line instead of running 20-50x slower on the CPU; ``device: cpu`` runs such a job on the CPU."""
+    with one line instead of running 20-50x slower on the CPU; ``device: cpu`` runs such a job on the CPU.  On CUDA
+    the config's ``deterministic`` applies (:func:`set_determinism`)."""
     import torch
 
     want = cfg["device"]
     if want == "cpu" or torch.cuda.is_available():
-        return torch.device("cpu" if want == "cpu" else "cuda")
+        device = torch.device("cpu" if want == "cpu" else "cuda")
+        set_determinism(cfg.get("deterministic", True), device)
+        return device
     granted = granted_gpu(os.environ if env is None else env)
     if want == "cuda" or granted:
         from .errors import ConfigError
@@ -93,6 +96,24 @@ def resolve_device(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None)
         raise ConfigError(f"config: device: {why}, but this torch is {build}; install a CUDA build ({CUDA_INSTALL}) "
                           "or set device: cpu to run on the CPU")
     return torch.device("cpu")
+
+
+CUBLAS_WORKSPACE = ":4096:8"   # cuBLAS's deterministic workspace setting (CUDA >= 10.2)
+
+
+def set_determinism(mode: bool | str, device: "torch.device") -> None:  # noqa: F821
+    """``deterministic`` of the config, on CUDA (on the CPU every stage is deterministic as it is, tested byte for
+    byte): ``true`` sets ``CUBLAS_WORKSPACE_CONFIG`` (unless the environment has one), turns cuDNN's autotuner off and
+    asks torch for its deterministic algorithms, with a logged warning where an op has none; ``"strict"`` makes such
+    an op an error; ``false`` leaves torch's defaults (faster convolutions, run-to-run differences in the last bits)."""
+    import torch
+
+    if device.type != "cuda" or mode is False:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=mode != "strict")
+    logging.captureWarnings(True)   # torch's "does not have a deterministic implementation" warnings into the log
 
 
 def add_run_args(p: argparse.ArgumentParser, methods: Sequence[str] = METHODS) -> None:
