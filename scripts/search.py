@@ -39,7 +39,8 @@ def main(args, cfg):
         scorer = Scorer(sc, train, device)
     t0 = time.time()
     state_path = out / "search_state.json"
-    genotype, state = PruningSearch(sc, scorer, progress=not args.no_progress).run(state_path)
+    genotype, state = PruningSearch(sc, scorer, progress=not args.no_progress,
+                                     on_candidate=cli.stop_after(args.stop_after)).run(state_path)
     prov.extra["networks_per_pass"] = state.networks_per_pass   # the numbers are reproducible for this pass size
     wall = time.time() - t0
     result = {"dataset": args.dataset, "method": sc.method, "cells": sc.cells, "seed": sc.seed,
@@ -65,4 +66,5 @@ if __name__ == "__main__":
     cli.add_run_args(p, SEARCHED_METHODS)
     p.add_argument("--prepared", required=True, help="prepared dataset directory (its train split is used)")
     p.add_argument("--out", required=True, help="output directory")
+    cli.add_stop_after(p, "candidate")
     sys.exit(cli.run(main, p))

@@ -33,7 +33,8 @@ def main(args, cfg):
     prov.add_inputs([args.genotype, prepared / "manifest.json", prepared / "train_images.npy",
                      prepared / "train_labels.npy"])
     model, state = train_model(load_genotype(args.genotype), tc, data, out / "checkpoints", device,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress,
+                               on_step=cli.stop_after(args.stop_after))
     title = f"{args.dataset}, {args.method}, {args.cells} cells, seed {args.seed}: RFS pre-training" + \
         ("" if budget == "full" else f" ({budget} budget)")
     metrics = write_outputs(model, state, out, device, title) | {"device": device_name(), "n_classes": data.n_classes,
@@ -50,4 +51,5 @@ if __name__ == "__main__":
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--study", action="store_true",
                    help="a run of the score-vs-accuracy study: train with study.recipe (full, or a study.budgets entry)")
+    cli.add_stop_after(p, "training step")
     sys.exit(cli.run(main, p))

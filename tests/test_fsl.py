@@ -12,6 +12,7 @@ import yaml
 
 from metantk_nas.config import EvalConfig, TrainConfig
 from metantk_nas.data.prepared import load_split
+from metantk_nas.data.episodes import EpisodeSampler
 from metantk_nas.fsl.evaluate import (FeatureExtractor, TestTransform, accuracies, evaluate, fit_logreg_batched,
                                       mean_confidence_interval, predict_batched)
 from metantk_nas.fsl.train import SGD, step_lr, train_model
@@ -368,11 +369,17 @@ def test_evaluate_end_to_end_against_scikit_learn_on_its_own_episodes(tiny_prepa
     cfg = ecfg(episodes=30, queries=4)
     out = evaluate(PooledPixels(), test, cfg, CPU, progress=False)
     assert set(out) == {"1shot", "5shot"} and len(seen) == 2
-    # the query features: one row per test image, in order, L2-normalised (computed here without the extractor)
+    # the query features, L2-normalised (computed here without the extractor) of the images each episode queries
+    # (the episodes of evaluate.seed: seed * 1000 + shots), one row per image any episode queries
     expected_q = PooledPixels().features(TestTransform(16, test.mean, test.std)(test.images))
     expected_q = expected_q / expected_q.norm(dim=1, keepdim=True)
-    for shots, (sup_f, sup_y, all_q, q_idx, q_y, *_) in zip(cfg.shots, seen):
-        assert torch.allclose(all_q, expected_q, atol=1e-6)
+    queried = {s: np.stack([EpisodeSampler(test.labels, 5, s, 4, 42 * 1000 + s).episode(i).query for i in range(30)])
+               for s in cfg.shots}
+    distinct = len(np.unique(np.concatenate(list(queried.values()))))
+    for shots, (sup_f, sup_y, all_q, q_rows, q_y, *_) in zip(cfg.shots, seen):
+        assert len(all_q) == distinct
+        assert torch.allclose(all_q[q_rows], expected_q[queried[shots]], atol=1e-6)
+        q_idx = q_rows                          # what the solver indexes all_q with, below
         r = out[f"{shots}shot"]
         per = np.array(r["per_episode"])
         assert set(r) == {"mean", "std", "ci95", "episodes", "shots", "ways", "queries", "solver", "per_episode"}
@@ -383,7 +390,7 @@ def test_evaluate_end_to_end_against_scikit_learn_on_its_own_episodes(tiny_prepa
         assert r["ci95"] == pytest.approx(100 * t975_29 * per.std(ddof=1) / np.sqrt(30), abs=1e-3)
         assert r["mean"] > 2 * 100 / cfg.ways, r["mean"]                       # chance: 20
         assert sup_y.shape == (30, cfg.ways * shots * cfg.support_augmentations)
-        true = np.asarray(test.labels)[q_idx]
+        true = np.asarray(test.labels)[queried[shots]]
         for i in range(30):
             pred = (LogisticRegression(C=cfg.C, max_iter=20000, tol=1e-12).fit(sup_f[i].double().numpy(), sup_y[i])
                     .predict(all_q[q_idx[i]].double().numpy()))
@@ -392,6 +399,12 @@ def test_evaluate_end_to_end_against_scikit_learn_on_its_own_episodes(tiny_prepa
             assert all(len(c) == 1 for c in by_label) and len(set.union(*by_label)) == cfg.ways
             assert np.bincount(q_y[i], minlength=cfg.ways).tolist() == [cfg.queries] * cfg.ways
     assert out["5shot"]["mean"] > out["1shot"]["mean"]
+    seen.clear()                                # one episode: only its query images are extracted
+    evaluate(PooledPixels(), test, replace(cfg, episodes=1), CPU, progress=False)
+    one = np.unique(np.concatenate([EpisodeSampler(test.labels, 5, s, 4, 42 * 1000 + s).episode(0).query
+                                    for s in cfg.shots]))
+    assert len(seen[0][2]) == len(one) < len(test.labels)
+    assert torch.allclose(seen[0][2], expected_q[one], atol=1e-6)
 
 
 def test_evaluation_is_deterministic(trained, tiny_prepared):

@@ -91,11 +91,12 @@ def test_comparison_without_a_paper_value_says_which_kind_of_gap(tmp_path):
     """mini at 3 cells: the paper has no such row, "--"; a dataset the paper never measured says so by its title,
     or by its key when it has none; no result at all: an empty frame that still names its columns."""
     fabricate(tmp_path, {("mini", "metantk", 3, 0): (50.0, 60.0), ("digits", "metantk", 5, 0): (40.0, 45.0),
-                         ("synthetic", "tenas", 5, 0): (30.0, 35.0)})
-    runs = [Run("mini", "metantk", 3, 0), Run("digits", "metantk", 5, 0), Run("synthetic", "tenas", 5, 0)]
-    comp = comparison(collect(tmp_path, runs, (1, 5)), LIT, ["mini", "digits", "synthetic"], [3, 5])
+                         ("synthetic", "tenas", 5, 0): (30.0, 35.0), ("tiered", "metanas", 3, 0): (20.0, 25.0)})
+    runs = [Run("mini", "metantk", 3, 0), Run("digits", "metantk", 5, 0), Run("synthetic", "tenas", 5, 0),
+            Run("tiered", "metanas", 3, 0)]   # tiered: Table 1's (quoted) MetaNAS has no 3-cell row either
+    comp = comparison(collect(tmp_path, runs, (1, 5)), LIT, ["mini", "digits", "synthetic", "tiered"], [3, 5])
     assert comp.set_index(["dataset", "shots"])["paper"].to_dict() == {
-        ("mini", 1): "--", ("mini", 5): "--",
+        ("mini", 1): "--", ("mini", 5): "--", ("tiered", 1): "--", ("tiered", 5): "--",
         ("digits", 1): "no paper value for digits data", ("digits", 5): "no paper value for digits data",
         ("synthetic", 1): "no paper value for synthetic data", ("synthetic", 5): "no paper value for synthetic data"}
     assert set(comp.difference) == {"--"}
@@ -114,6 +115,26 @@ def test_seeds_notes_count_both_shot_settings_and_read_without_results():
     assert seeds_note(Collected()) == ("Ours: mean ± population std (ddof=0) over seeds of each run's mean accuracy "
                                        "over its test episodes (%); a cell from a single seed shows its mean alone.")
     assert "over 1 seed of" in seeds_note(Collected(per_seed={("mini", "tenas", 5, 1): [50.0]}))
+
+
+def test_seeds_notes_count_only_the_tables_own_cells():
+    """Runs outside a table (tiered for Table 2 of mini; the ablation methods for Table 1) do not enter its seed
+    count: 2 seeds each in the table, 3 and 4 outside."""
+    from metantk_nas.report.tables import Collected
+
+    own = {("mini", m, 5, s): [60.0, 61.0] for m in ("metantk", "metanas") for s in (1, 5)}
+    col = Collected(per_seed=own | {("tiered", "metantk", 5, 1): [1.0, 2.0, 3.0]})
+    assert "over 2 seeds of each run's" in table2(col, "mini", [5]).notes[0]
+    col = Collected(per_seed=own | {("mini", "tenas", 5, 1): [1.0, 2.0, 3.0, 4.0]})
+    assert "over 2 seeds of each run's" in table1(col, LIT, ["mini"], [5]).notes[1]
+    assert "over 2–4 seeds per cell" in table2(col, "mini", [5]).notes[0]   # tenas is Table 2's
+
+
+def test_table2_caption_names_a_dataset_without_a_title_by_its_key(tmp_path):
+    from metantk_nas.report.tables import Collected
+
+    assert table2(Collected(), "digits", [5]).caption.startswith("Ablation study on digits (copy of Table 2")
+    assert table2(Collected(), "mini", [5]).caption.startswith("Ablation study on mini-ImageNet (copy of Table 2")
 
 
 def test_greek_letters_and_marks_become_latex_math():

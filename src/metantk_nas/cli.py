@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
+import resource
+import signal
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
@@ -12,6 +15,7 @@ from .errors import PipelineError
 from .preemption import EXIT_REQUEUE, Preempted
 
 EXIT_BAD_INPUT = 2
+log = logging.getLogger("metantk_nas.cli")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -36,6 +40,49 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set since its exec: VmHWM of /proc/self/status.  (getrusage's ru_maxrss is not
+    that: Linux carries the forking parent's resident set across the exec into it.)"""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024   # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # elsewhere: the closest figure there is
+
+
+def peak_memory() -> str:
+    """``peak memory: RSS <MiB> MiB[, CUDA <MiB> MiB allocated (<MiB> MiB reserved)]`` of this process so far: the
+    last log line of a stage, what its SLURM memory request must cover (bench/rehearsal.py reads it)."""
+    out = f"peak memory: RSS {peak_rss_mib():.0f} MiB"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        out += (f", CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB allocated "
+                f"({torch.cuda.max_memory_reserved() / 2**20:.0f} MiB reserved)")
+    return out
+
+
+def stop_after(n: int | None) -> Callable[..., None] | None:
+    """``--stop-after N``: a callback that sends this process SIGTERM at its N-th call (after the N-th training step
+    or search candidate), so the stage checkpoints and exits 75 exactly as a preempted one: a rehearsal or a
+    benchmark runs the first N units of the real stage (bench/rehearsal.py). None for no N."""
+    if not n:
+        return None
+    calls = itertools.count(1)
+
+    def count(*_: Any) -> None:
+        if next(calls) == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return count
+
+
+def add_stop_after(p: argparse.ArgumentParser, unit: str) -> None:
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help=f"checkpoint and exit 75 after {unit} N of this run, as a preempted run does (rehearsals, "
+                        "benchmarks: bench/rehearsal.py); a rerun resumes")
+
+
 def run(main: Callable[[argparse.Namespace, dict[str, Any]], None], p: argparse.ArgumentParser,
         argv: list[str] | None = None) -> int:
     """Parse args, load + validate config, run ``main``; bad input becomes one line on stderr and exit code 2, a
@@ -45,10 +92,12 @@ def run(main: Callable[[argparse.Namespace, dict[str, Any]], None], p: argparse.
     try:
         cfg = load_config(args.configfile)
         main(args, cfg)
+        log.info(peak_memory())
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Preempted as e:
+        log.info(peak_memory())
         print(f"preempted: {e}", file=sys.stderr)
         return EXIT_REQUEUE
     except OSError as e:

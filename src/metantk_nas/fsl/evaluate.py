@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -326,10 +327,22 @@ class FeatureExtractor:
         return l2_normalise(feats)
 
 
+def episode_sampler(test: PreparedSplit, cfg: EvalConfig, shots: int) -> EpisodeSampler:
+    """The episodes of a shot setting: fixed by evaluate.seed and the shots."""
+    return EpisodeSampler(test.labels, cfg.ways, shots, cfg.queries, cfg.seed * 1000 + shots)
+
+
+def query_images(test: PreparedSplit, cfg: EvalConfig) -> np.ndarray:
+    """The test images some episode queries, sorted: all of them, in effect, at 1000 episodes; fewer episodes (a
+    study's, a rehearsal's) need fewer query features."""
+    return np.unique(np.concatenate([episode_sampler(test, cfg, s).episode(i).query
+                                     for s in cfg.shots for i in range(cfg.episodes)]))
+
+
 def episode_features(extract: FeatureExtractor, test: PreparedSplit, cfg: EvalConfig, shots: int,
                      progress: bool = True) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """All episodes' augmented support features (E, n, d) and labels (E, n), query indices and labels (E, m)."""
-    sampler = EpisodeSampler(test.labels, cfg.ways, shots, cfg.queries, cfg.seed * 1000 + shots)
+    sampler = episode_sampler(test, cfg, shots)
     aug = TrainAugment(cfg.image_size, cfg.crop_padding, cfg.color_jitter, test.mean, test.std)
     sup_f: torch.Tensor | None = None
     sup_y, q_idx, q_y = [], [], []
@@ -403,12 +416,22 @@ def evaluate(model: torch.nn.Module, test: PreparedSplit, cfg: EvalConfig, devic
              progress: bool = True) -> dict[str, Any]:
     extract = FeatureExtractor(model, device, cfg.feature_batch, cfg.channels_last)
     tt = TestTransform(cfg.image_size, test.mean, test.std)
-    # query features once per test image, reused by every episode
-    all_q = torch.cat([extract(tt(test.images[i:i + cfg.feature_batch])) for i in range(0, len(test.labels), cfg.feature_batch)])
+    # query features once per queried test image, reused by every episode: row[i] is image i's row of all_q
+    t0 = time.perf_counter()
+    used = query_images(test, cfg)
+    all_q = torch.cat([extract(tt(test.images[used[i:i + cfg.feature_batch]]))
+                       for i in range(0, len(used), cfg.feature_batch)])
+    row = np.full(len(test.labels), -1, dtype=np.int64)
+    row[used] = np.arange(len(used))
+    log.info("query features of %d test images: %.2f s", len(all_q), time.perf_counter() - t0)
     out: dict[str, Any] = {}
     for shots in cfg.shots:
+        t0 = time.perf_counter()
         sup_f, sup_y, q_idx, q_y = episode_features(extract, test, cfg, shots, progress)
-        acc = accuracies(sup_f, sup_y, all_q, q_idx, q_y, cfg.ways, cfg.C, cfg.solver)
+        t1 = time.perf_counter()
+        acc = accuracies(sup_f, sup_y, all_q, row[q_idx], q_y, cfg.ways, cfg.C, cfg.solver)
+        log.info("%d-shot, %d episodes: support features %.2f s, solver %.2f s", shots, len(acc), t1 - t0,
+                 time.perf_counter() - t1)   # per-episode costs (bench/rehearsal.py extrapolates them)
         mean, std, ci = mean_confidence_interval(acc)
         out[f"{shots}shot"] = {"mean": round(100 * mean, 4), "std": round(100 * std, 4), "ci95": round(100 * ci, 4),
                                "episodes": len(acc), "shots": shots, "ways": cfg.ways, "queries": cfg.queries,

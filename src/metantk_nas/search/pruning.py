@@ -83,8 +83,10 @@ def is_single_path(mask: np.ndarray) -> bool:
 
 
 class PruningSearch:
-    def __init__(self, cfg: SearchConfig, scorer: Scorer | None, progress: bool = True):
-        self.cfg, self.scorer, self.progress = cfg, scorer, progress
+    def __init__(self, cfg: SearchConfig, scorer: Scorer | None, progress: bool = True,
+                 on_candidate: Callable[[], None] | None = None):
+        """``on_candidate()`` is called after every scored candidate (``--stop-after`` signals the run from it)."""
+        self.cfg, self.scorer, self.progress, self.on_candidate = cfg, scorer, progress, on_candidate
         self._state: SearchState | None = None   # bound by run(): the state to checkpoint ...
         self._path: Path | None = None           # ... and where (None: no checkpoints, e.g. a round run alone)
         self._signals: SignalFlag | None = None
@@ -264,13 +266,18 @@ class PruningSearch:
         with SignalFlag() as sig, tqdm(total=total, initial=done, desc=f"search {self.cfg.method}", unit="cand",
                                        disable=not self.progress, dynamic_ncols=True) as pbar:
             self._bind(state, state_path, sig)
+
+            def advance(n: int) -> None:
+                pbar.update(n)
+                if self.on_candidate is not None:
+                    self.on_candidate()
             while not is_single_path(state.mask):
                 rnd = len(state.rounds)
                 if not state.partial or state.partial["stage"] != "round":
                     state.partial = {"stage": "round", "scores": [], "seconds": 0.0}
                 t0 = time.perf_counter() - state.partial["seconds"]
                 self._clock = t0
-                state.mask, record = self.prune_round(state.mask, rnd, pbar.update, state.partial["scores"])
+                state.mask, record = self.prune_round(state.mask, rnd, advance, state.partial["scores"])
                 state.rounds.append(record)
                 state.seconds.append(round(time.perf_counter() - t0, 3))
                 state.partial = None
@@ -284,7 +291,7 @@ class PruningSearch:
                 t0 = time.perf_counter() - state.partial["seconds"]
                 self._clock = t0
                 self._group_mask = np.array(state.partial["mask"], dtype=bool)
-                state.mask, state.group = self.prune_groups(self._group_mask, pbar.update, state.partial)
+                state.mask, state.group = self.prune_groups(self._group_mask, advance, state.partial)
                 state.seconds.append(round(time.perf_counter() - t0, 3))
                 state.partial = None
                 log.info("edge groups: kept %d edges per node; %.1fs", GROUP_KEEP, state.seconds[-1])
