@@ -13,14 +13,15 @@ uint8, `labels`, `catname2label`) with 64/16/20 classes of 600 images, written b
                     (an upper bound: later rounds have fewer ops alive)
   train             --steps steps at the paper batch (`--stop-after`, exit 75); full stage = start-up + the recipe's
                     epochs x steps per epoch at the measured cost per step
-  evaluate          --episodes episodes per shot setting on the trained weights; full stage = the run + the
-                    per-episode part (support features, solver) scaled to evaluate.episodes
+  evaluate          --episodes episodes per shot setting on the trained weights; full stage = start-up + the query
+                    features of every test image the paper's episodes query, at the measured cost per image + the
+                    per-episode part (support features, solver) times evaluate.episodes
 
 Wall time is the process's (imports included); peak RSS (VmHWM) and peak CUDA memory from the stage's last log
 line (`peak memory: ...`, written by every stage script). The table is printed and written to {work}/rehearsal.md and .json,
 and with --doc into that markdown file between `<!-- rehearsal:begin -->` and `<!-- rehearsal:end -->`.
 
-  python bench/rehearsal.py                                  # paper size, CPU: about 30 minutes on 2 cores
+  python bench/rehearsal.py --episodes 10 --ratios          # paper size, CPU, with the ratios: 2 cores, ~30 min
   python bench/rehearsal.py --device cuda --doc docs/scaling.md
   python bench/rehearsal.py --size tiny --work /tmp/r        # the smoke config's networks on 2000 images (tests)
 """
@@ -36,7 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -44,7 +45,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from metantk_nas.config import load_config, search_config, train_config  # noqa: E402
+from metantk_nas.config import eval_config, load_config, search_config, train_config  # noqa: E402
 from metantk_nas.data.readers import MINI_FILES  # noqa: E402
 from metantk_nas.data.synthetic import SyntheticSpec, generate  # noqa: E402
 from metantk_nas.preemption import EXIT_REQUEUE  # noqa: E402
@@ -54,7 +55,7 @@ PEAK = re.compile(r"peak memory: RSS (\d+) MiB(?:, CUDA (\d+) MiB allocated \((\
 QUERY = re.compile(r"query features of (\d+) test images: ([\d.]+) s")
 SHOT = re.compile(r"(\d+)-shot, (\d+) episodes: support features ([\d.]+) s, solver ([\d.]+) s")
 SIZES = {"paper": 600, "tiny": 20}   # images per class (tiny: 5 shots + the smoke config's 15 queries)
-CELLS, SEED, PUBLISHED = 5, 0, "metanas_in_v2"
+SEED, PUBLISHED = 0, "metanas_in_v2"
 
 
 @dataclass
@@ -142,7 +143,8 @@ def rehearse(args: argparse.Namespace) -> list[StageRun]:
     res = cfg["resources"]["stages"]
     py = sys.executable
     common = ["--configfile", *configs]
-    run_args = ["--dataset", "mini", "--cells", str(CELLS), "--seed", str(SEED), "--no-progress"]
+    cells = args.cells
+    run_args = ["--dataset", "mini", "--cells", str(cells), "--seed", str(SEED), "--no-progress"]
     prepared, geno, search_out, train_out = (work / d for d in ("prepared/mini", "genotype", "search", "train"))
     runs: list[StageRun] = []
 
@@ -178,7 +180,7 @@ def rehearse(args: argparse.Namespace) -> list[StageRun]:
     finished = state["rounds"] + state["partial"].get("records", [])   # rounds, node groups done (tiny: batched)
     done = sum(len(r["candidates"]) for r in finished) + len(state["partial"]["scores"])
     in_work = sum(state["seconds"]) + float(state["partial"]["seconds"])
-    sc = search_config(cfg, "mini", "metantk", CELLS, SEED)
+    sc = search_config(cfg, "mini", "metantk", cells, SEED)
     from metantk_nas.search.pruning import PruningSearch, initial_mask
     total = PruningSearch(sc, None).total_candidates(initial_mask(sc.ops))
     per = in_work / done
@@ -195,7 +197,7 @@ def rehearse(args: argparse.Namespace) -> list[StageRun]:
     import torch
     ck = torch.load(train_out / "checkpoints" / "ckpt_last.pt", map_location="cpu", weights_only=True)
     steps, in_work = int(ck["step"]), float(ck["epoch_seconds"])
-    tc = train_config(cfg, "mini", CELLS, SEED)
+    tc = train_config(cfg, "mini", cells, SEED)
     per_epoch = counts["train"] // tc.batch_size
     per = in_work / steps
     record("train", f"{steps} steps of {per_epoch * tc.epochs} (batch {tc.batch_size})", rc, wall, rss, cuda,
@@ -210,15 +212,42 @@ def rehearse(args: argparse.Namespace) -> list[StageRun]:
                                            "--out", str(train_out)], work / "evaluate.log")
     expect(rc, 0, "evaluate", text)
     shots = [(int(s), int(e), float(a) + float(b)) for s, e, a, b in SHOT.findall(text)]
-    full_episodes = load_config([str(ROOT / "config/config.yaml")])["evaluate"]["episodes"]
-    per_episode = sum(t / e for _, e, t in shots)
+    queried, query_s = QUERY.search(text).groups()
+    full = load_config([str(ROOT / "config/config.yaml")])["evaluate"]["episodes"]   # the paper's 1000
+    paper_eval = replace(eval_config(cfg), episodes=full)                             # this run's settings otherwise
+    from metantk_nas.data.prepared import load_split
+    from metantk_nas.fsl.evaluate import query_images
+    all_queried = len(query_images(load_split(prepared, "test"), paper_eval))   # at evaluate.episodes
     ran = shots[0][1]
-    queries = QUERY.search(text)
-    record("evaluate", f"{ran} of {full_episodes} episodes x {len(shots)} shot settings"
-           + (f" ({queries.group(1)} query images)" if queries else ""), rc, wall, rss, cuda,
-           wall + (full_episodes - ran) * per_episode,
-           f"the run + {full_episodes - ran} x {per_episode:.3f} s per episode (all shot settings)")
+    per_episode = sum(t / e for _, e, t in shots)
+    rest = wall - float(query_s) - sum(t for *_, t in shots)
+    record("evaluate", f"{ran} of {paper_eval.episodes} episodes x {len(shots)} shot settings ({queried} of "
+           f"{all_queried} query images)", rc, wall, rss, cuda,
+           rest + float(query_s) * all_queried / int(queried) + paper_eval.episodes * per_episode,
+           f"start-up {rest:.1f} s + {all_queried} query images x {float(query_s) / int(queried):.3f} s + "
+           f"{paper_eval.episodes} x {per_episode:.3f} s per episode (both shot settings)")
     return runs
+
+
+RATIO_BENCHES = [   # (what, script, its arguments after --device; {prepared}: the rehearsal's prepared data)
+    ("training step", "bench/train_step.py", ["--prepared", "{prepared}", "--steps", "3"]),
+    ("evaluation (features + solver)", "bench/evaluate_stage.py", ["--prepared", "{prepared}", "--episodes", "2"]),
+    ("search candidate", "bench/search.py", ["--candidates", "2"]),
+]
+
+
+def ratios(work: Path, device: str) -> str:
+    """Each benchmark's own report (ours against the original's procedure on the same work, in one run)."""
+    out = []
+    for what, script, extra in RATIO_BENCHES:
+        cmd = [sys.executable, script, "--device", device, *[a.format(prepared=work / "prepared/mini") for a in extra]]
+        log.info("ratio, %s: %s", what, " ".join(cmd[1:]))
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"rehearsal: {script} failed:\n{proc.stderr[-3000:]}")
+        out.append(f"`{' '.join(cmd[1:])}` ({time.perf_counter() - t0:.0f} s):\n\n```\n{proc.stdout.strip()}\n```\n")
+    return "\n".join(out)
 
 
 def hours(s: float | None) -> str:
@@ -254,10 +283,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="paper: 600 images per class and the paper config; tiny: 20 per class and the smoke "
                         "config's networks (tests)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--cells", type=int, choices=[5, 8], default=5, help="cells of the searched and trained networks")
     p.add_argument("--candidates", type=int, default=2, help="search candidates of round 0 to run (default 2)")
     p.add_argument("--steps", type=int, default=3, help="training steps to run (default 3)")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per shot setting (default 100)")
     p.add_argument("--work", default=None, help="data and outputs (default /tmp/metantk-rehearsal-<size>)")
+    p.add_argument("--ratios", action="store_true",
+                   help="then bench/train_step.py, bench/evaluate_stage.py and bench/search.py at paper size: ours "
+                        "against the original's procedures (bench/search.py reads the smoke data: run make demo first)")
     p.add_argument("--doc", default=None, help="also write the table into this markdown file (docs/scaling.md)")
     args = p.parse_args(argv)
     args.work = args.work or f"/tmp/metantk-rehearsal-{args.size}"
@@ -270,12 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     machine = (f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), torch {torch.__version__}"
                + (f", {torch.cuda.get_device_name()}" if args.device != "cpu" and torch.cuda.is_available() else ""))
     header = (f"Rehearsal ({args.size} size, device {args.device}, {time.strftime('%Y-%m-%d')}, {machine}; "
-              f"`bench/rehearsal.py --size {args.size} --device {args.device} --candidates {args.candidates} "
+              f"`bench/rehearsal.py --size {args.size} --device {args.device} --cells {args.cells} --candidates {args.candidates} "
               f"--steps {args.steps} --episodes {args.episodes}`, {time.perf_counter() - t0:.0f} s in all):")
     text = table(runs, header)
     print(text)
     work = Path(args.work)
-    (work / "rehearsal.md").write_text(text)
+    (work / "rehearsal.md").write_text(text)   # before the ratios, which take minutes more
+    if args.ratios:
+        text += "\nOurs against the original's procedures on the same work:\n\n" + ratios(work, args.device)
+        print(text)
+        (work / "rehearsal.md").write_text(text)
     (work / "rehearsal.json").write_text(json.dumps([asdict(r) for r in runs], indent=1))
     if args.doc:
         write_doc(Path(args.doc), text)

@@ -13,9 +13,9 @@ Example:
 import sys
 from pathlib import Path
 
-import torch
-
 from metantk_nas import cli
+
+import torch  # noqa: E402  (after the package, which sets torch's allocator environment)
 from metantk_nas.config import eval_config, stage_config_subset
 from metantk_nas.data.prepared import load_manifest, load_split
 from metantk_nas.errors import PipelineError

@@ -424,3 +424,46 @@ def test_nan_weights_fail_evaluation_clearly(trained, tiny_prepared):
         next(broken.parameters()).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite features"):
         evaluate(broken, load_split(tiny_prepared, "test"), ecfg(episodes=2), CPU, progress=False)
+
+
+THP_PROBE = """
+import hashlib, sys
+import torch   # before the package: the environment given decides
+import yaml
+from metantk_nas.nas.genotype import Genotype
+from metantk_nas.nas.networks import EvalNet
+torch.manual_seed(0)
+g = Genotype.from_darts(yaml.safe_load(open(sys.argv[1]))["metanas_in_v2"]["genotype"])
+net = EvalNet(g, 16, 5, 64).to(memory_format=torch.channels_last)
+x = torch.randn(8, 3, 84, 84).contiguous(memory_format=torch.channels_last)   # 8 x 16 x 84 x 84 floats: 3.6 MB
+loss = torch.nn.functional.cross_entropy(net(x), torch.arange(8))
+loss.backward()
+huge = [l for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHugePages")][0].split()[1]
+h = hashlib.sha256(loss.detach().numpy().tobytes())
+for p in net.parameters():
+    h.update(p.grad.numpy().tobytes())
+print(h.hexdigest(), huge)
+"""
+
+
+def test_huge_page_allocation_changes_no_bit_of_a_training_step():
+    """THP_MEM_ALLOC_ENABLE (set by the package, docs/scaling.md) changes where torch's large tensors live, not
+    what is computed: a forward and backward of a C=16 evaluation network at 84x84 (activations over torch's 2 MB
+    threshold) give the same loss and gradients, bit for bit, with it on and off; on, the process does hold huge
+    pages where the kernel allows them (transparent_hugepage not 'never')."""
+    import os
+
+    from conftest import PY
+
+    out = {}
+    for v in ("0", "1"):
+        env = {**os.environ, "THP_MEM_ALLOC_ENABLE": v, "PYTHONPATH": str(ROOT / "src")}
+        proc = subprocess.run([PY, "-c", THP_PROBE, str(ROOT / "config/genotypes.yaml")], capture_output=True,
+                              text=True, env=env, check=True)
+        out[v] = proc.stdout.split()
+    assert out["0"][0] == out["1"][0]
+    mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    if "[never]" not in mode:
+        assert int(out["1"][1]) > 0 and int(out["0"][1]) <= int(out["1"][1]), (out, mode)
+    import metantk_nas  # noqa: F401
+    assert os.environ.get("THP_MEM_ALLOC_ENABLE") is not None   # the package sets it (or keeps the caller's)
