@@ -18,12 +18,13 @@ CHUNKING_THREADS ?= 2
 # doubled the demo and the suite there (docs/scaling.md)
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test test-quick clean-demo help
+.PHONY: install demo test test-quick gpu-check clean-demo help
 
 help:
 	@echo "make demo   - install and run the smoke pipeline -> results/smoke/tables/table{1,2}.tex"
 	@echo "make test   - install and run the test suite (what CI runs: SLURM, DVC, TeX included)"
 	@echo "make test-quick - unit, independent-reference and fidelity tests only (no Snakemake/DVC/SLURM runs)"
+	@echo "make gpu-check - the CUDA path in one command (a CUDA torch first: README); GPU_CHECK=\"--device cpu --size tiny\" on a CPU"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +54,12 @@ test: $(STAMP)
 # the quick tier: every test not marked `integration` (docs/testing.md), no system packages needed
 test-quick: $(STAMP)
 	TEST_THREADS=1 $(PY) -m pytest $(XDIST) -m "not integration and not sweep" $(PYTEST_ARGS)
+
+# the CUDA path in one command: the tiny DAG on the GPU, the stage scripts at paper size, the benchmarks
+# (bench/gpu_check.py); GPU_CHECK="--device cpu --size tiny" runs the same on a CPU, as CI does
+GPU_CHECK ?= --device cuda --size paper
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(GPU_CHECK)
 
 clean-demo:
 	rm -rf results/smoke data/prepared-smoke .snakemake

@@ -45,6 +45,7 @@ def main():
     p.add_argument("--candidates", type=int, default=4, help="paper-size candidates of round 0 to time")
     p.add_argument("--memory-mb", type=int, default=4096, help="search.batch_memory_mb of the round-batched mode")
     p.add_argument("--networks", type=int, default=0, help="networks per batched pass (0: from --memory-mb)")
+    p.add_argument("--channels", type=int, default=48, help="C of the 'paper-size' supernet (make gpu-check's CPU run: 4)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     dev = torch.device(args.device)
@@ -64,7 +65,7 @@ def main():
     print(f"smoke search, round-batched: {time.perf_counter() - t0:.1f} s")
 
     paper = load_config(["config/config.yaml"])
-    pc = search_config(paper, "mini", "metantk", 5, 0)
+    pc = dataclasses.replace(search_config(paper, "mini", "metantk", 5, 0), channels=args.channels)
     mask = full_mask()
     work = []
     for k in range(args.candidates):   # the first candidates of round 0, as prune_round enumerates them

@@ -21,7 +21,9 @@ import random
 import sys
 import time
 
-import metantk_nas  # noqa: F401  (first: its allocator environment, as in the stage scripts, for both sides)
+from metantk_nas.cli import use_huge_pages
+
+use_huge_pages()   # before torch loads, as the training and evaluation scripts do (for both sides)
 from pathlib import Path
 
 import numpy as np

@@ -13,9 +13,12 @@ Example:
 import sys
 from pathlib import Path
 
-from metantk_nas import cli
+from metantk_nas.cli import use_huge_pages
 
-import torch  # noqa: E402  (after the package, which sets torch's allocator environment)
+use_huge_pages()   # before torch loads: huge pages for the activations (docs/scaling.md)
+
+import torch  # noqa: E402
+from metantk_nas import cli  # noqa: E402
 from metantk_nas.config import eval_config, stage_config_subset
 from metantk_nas.data.prepared import load_manifest, load_split
 from metantk_nas.errors import PipelineError

@@ -13,7 +13,11 @@ Example:
 import sys
 from pathlib import Path
 
-from metantk_nas import cli
+from metantk_nas.cli import use_huge_pages
+
+use_huge_pages()   # before torch loads: huge pages for the activations (docs/scaling.md)
+
+from metantk_nas import cli  # noqa: E402
 from metantk_nas.config import stage_config_subset, train_config
 from metantk_nas.data.prepared import load_split
 from metantk_nas.fsl.train import train_model, write_outputs

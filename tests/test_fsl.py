@@ -447,7 +447,7 @@ print(h.hexdigest(), huge)
 
 
 def test_huge_page_allocation_changes_no_bit_of_a_training_step():
-    """THP_MEM_ALLOC_ENABLE (set by the package, docs/scaling.md) changes where torch's large tensors live, not
+    """THP_MEM_ALLOC_ENABLE (set by the training and evaluation scripts, docs/scaling.md) changes where torch's large tensors live, not
     what is computed: a forward and backward of a C=16 evaluation network at 84x84 (activations over torch's 2 MB
     threshold) give the same loss and gradients, bit for bit, with it on and off; on, the process does hold huge
     pages where the kernel allows them (transparent_hugepage not 'never')."""
@@ -465,5 +465,20 @@ def test_huge_page_allocation_changes_no_bit_of_a_training_step():
     mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
     if "[never]" not in mode:
         assert int(out["1"][1]) > 0 and int(out["0"][1]) <= int(out["1"][1]), (out, mode)
-    import metantk_nas  # noqa: F401
-    assert os.environ.get("THP_MEM_ALLOC_ENABLE") is not None   # the package sets it (or keeps the caller's)
+    from metantk_nas.cli import use_huge_pages
+
+    for before, after in ((None, "1"), ("0", "0")):             # set, or the caller's own value kept
+        env = dict(os.environ)
+        try:
+            os.environ.pop("THP_MEM_ALLOC_ENABLE", None)
+            if before is not None:
+                os.environ["THP_MEM_ALLOC_ENABLE"] = before
+            use_huge_pages()
+            assert os.environ["THP_MEM_ALLOC_ENABLE"] == after
+        finally:
+            os.environ.clear()
+            os.environ.update(env)
+    for script in ("train.py", "evaluate.py"):                  # called before torch loads; not by the search
+        text = (ROOT / "scripts" / script).read_text()
+        assert text.index("use_huge_pages()") < text.index("import torch" if "import torch" in text else "metantk_nas.config")
+    assert "use_huge_pages" not in (ROOT / "scripts/search.py").read_text()

@@ -84,8 +84,8 @@ def test_paper_study_dry_run_uses_the_stages_resources(slurm, tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     assert counts["study_score"] == "84" and counts["study"] == "1" and "study_train" not in counts
     blocks = out.split("\n\n")
-    for rule, partition, request in (("study_score", "gpu", "mem_mb=32000"), ("study", "cpu", "mem_mb=4000"),
-                                     ("train", "gpu", "mem_mb=48000")):
+    for rule, partition, request in (("study_score", "gpu", "mem_mb=16000"), ("study", "cpu", "mem_mb=4000"),
+                                     ("train", "gpu", "mem_mb=24000")):
         jobs = [b for b in blocks if re.search(rf"^rule {rule}:", b, flags=re.M)]
         assert jobs and all(f"slurm_partition={partition}" in b and request in b for b in jobs), rule
 
