@@ -34,8 +34,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 TREE = ["Snakefile", "workflow", "config", "scripts", "tests/configs"]   # what a Snakemake run of the tiny DAG reads
 log = logging.getLogger("gpu_check")
-BENCHES = {   # script: (paper-size arguments, tiny arguments), after --device
-    "bench/kernels.py": ([], ["--channels", "4", "--size", "8", "--samples", "10", "--reps", "1"]),
+BENCHES = {   # script: (paper-size arguments, tiny arguments), after --device (bench/evaluate.py: none, the
+             # evaluation's solver works on CPU features wherever the network runs)
+    "bench/kernels.py": ([], ["--channels", "4", "--size", "8", "--reps", "1"]),
     "bench/search.py": (["--candidates", "4"], ["--candidates", "1", "--channels", "4"]),
     "bench/evaluate.py": ([], ["--episodes", "20", "--dim", "32", "--repeats", "1"]),
 }
@@ -57,6 +58,7 @@ def tiny_dag(work: Path, device: str, cores: int) -> tuple[float, str]:
     shutil.rmtree(dag, ignore_errors=True)
     for name in TREE:
         src = ROOT / name
+        (dag / name).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dag / name)
     (dag / "device.yaml").write_text(yaml.safe_dump({"device": device}))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = paper if args.size == "paper" else tiny
         if script == "bench/search.py":
             extra = [*extra, "--prepared", str(reh / "prepared/mini")]
-        wall, out = run([sys.executable, script, "--device", args.device, *extra], ROOT)
+        device = [] if script == "bench/evaluate.py" else ["--device", args.device]   # the solver runs on the CPU
+        wall, out = run([sys.executable, script, *device, *extra], ROOT)
         rows.append((script, f"{wall:.0f} s", "", "; ".join(m.strip() for m in RATIO.findall(out)) or "(no ratio)"))
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"

@@ -16,7 +16,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # test module runs whole on one worker, so its module-scoped fixtures (one tiny DAG, one DVC repository, one SLURM) are
 # built once.  The workers take the modules longest first (SLOW_MODULES, measured on 2 cores), so the short ones fill
 # in after them.
-SLOW_MODULES = ["test_dvc.py", "test_slurm.py", "test_dvc_repos.py", "test_workflow.py", "test_docs.py", "test_search.py",
+SLOW_MODULES = ["test_dvc.py", "test_slurm.py", "test_dvc_repos.py", "test_workflow.py", "test_gpu_check.py", "test_docs.py", "test_search.py",
                 "test_batched.py", "test_fsl.py", "test_fidelity.py", "test_kernels.py", "test_config.py"]
 
 
