@@ -284,3 +284,186 @@ def test_a_state_of_another_supernet_or_pass_size_is_a_logged_fresh_start(tmp_pa
     _, out = PruningSearch(replace(_cfg(), ops=THREE_OPS), stub, progress=False).run(path)
     assert len(stub.kernel_calls) == 104 and out.resumes == []
     assert f"unreadable search state (ValueError: {reason}" in caplog.text and str(path) in caplog.text
+
+
+# -- what the search asks its scorer for: keys, shared origins, chunks (a recording stub) ---------------------------
+TWO_OPS = THREE_OPS[:2]
+
+
+class RecordingStub(StubScorer):
+    """Records every call with its keys; the shared origin of (key...) is the tuple ("shared", key...); masks must
+    reach the scorer as booleans."""
+
+    def __init__(self, dk, dr, batchable=False, pass_size=1, kernel_net=True):
+        super().__init__(dk, dr)
+        self.kernel_net = object() if kernel_net else None
+        self._batchable, self._pass = batchable, pass_size
+        self.calls: list[tuple] = []
+
+    def reinit_kernel_net(self, *key):
+        self.calls.append(("reinit_kernel_net", key))
+
+    def reinit_thin(self, *key):
+        self.calls.append(("reinit_thin", key))
+
+    def batchable(self):
+        return self._batchable
+
+    def pass_size(self):
+        return self._pass
+
+    def shared_origin(self, origin, *key):
+        assert origin.dtype == bool
+        self.calls.append(("shared_origin", key))
+        return ("shared",) + key
+
+    def kernel_delta(self, origin, cand, *key, shared=None):
+        assert origin.dtype == bool and cand.dtype == bool
+        self.calls.append(("kernel_delta", key, shared))
+        return super().kernel_delta(origin, cand)
+
+    def kernel_deltas(self, work, shared):
+        self.calls.append(("kernel_deltas", [key for _, _, key in work], shared))
+        return [self.dk(o, c) for o, c, _ in work]
+
+    def region_delta(self, origin, cand, *key):
+        self.calls.append(("region_delta", key))
+        return super().region_delta(origin, cand)
+
+
+def test_every_candidate_gets_its_keys_and_the_stages_shared_origins():
+    """2 ops, 2 repeats, one batch per repeat per stage (fresh_batch_per_candidate false): round 0 re-initialises the
+    kernel network with key (0,), draws the shared origins (0, SHARED_KEY, r) and scores candidate k with keys
+    (0, k, r) against them; the group stage uses key space 10000: network (10000,), shared origins (10000, c, g,
+    SHARED_KEY, r) per node group, candidates (10000, c, g, e, r); the thin network is re-drawn per candidate."""
+    from metantk_nas.search.pruning import SHARED_KEY
+
+    cfg = replace(_cfg(fresh_batch_per_candidate=False), ops=TWO_OPS, repeats=2)
+    stub = RecordingStub(_hashed_dk, _hashed_dk)
+    PruningSearch(cfg, stub, progress=False).run()
+    round0 = [("reinit_kernel_net", (0,))] + [("shared_origin", (0, SHARED_KEY, r)) for r in (0, 1)]
+    for k in range(36):
+        round0 += [("kernel_delta", (0, k, r), ("shared", 0, SHARED_KEY, r)) for r in (0, 1)]
+        round0 += [("reinit_thin", (0, k))] + [("region_delta", (0, k, r)) for r in (0, 1)]
+    group = [("reinit_kernel_net", (10_000,))]
+    for c in (0, 1):
+        for g, edges in ((1, range(2, 5)), (2, range(5, 9))):
+            group += [("shared_origin", (10_000, c, g, SHARED_KEY, r)) for r in (0, 1)]
+            for e in edges:
+                group += [("kernel_delta", (10_000, c, g, e, r), ("shared", 10_000, c, g, SHARED_KEY, r))
+                          for r in (0, 1)]
+                group += [("reinit_thin", (10_000, c, g, e))] + [("region_delta", (10_000, c, g, e, r)) for r in (0, 1)]
+    assert stub.calls == round0 + group
+
+
+@pytest.mark.parametrize("fresh,pass_size,chunk", [(True, 5, 2), (False, 5, 5), (True, 1, 1)])
+def test_batched_candidates_go_to_the_scorer_in_chunks_of_one_pass(fresh, pass_size, chunk):
+    """A batchable scorer gets a stage's candidates in chunks of pass_size // 2 networks (origin and candidate
+    each draw a batch) or pass_size // 1 (one shared batch per repeat), at least 1; round 0's 36, then each node
+    group's 3 or 4 edges, each group cut on its own."""
+    cfg = replace(_cfg(fresh_batch_per_candidate=fresh), ops=TWO_OPS)
+    stub = RecordingStub(_hashed_dk, _hashed_dk, batchable=True, pass_size=pass_size)
+    search = PruningSearch(cfg, stub, progress=False)
+    assert search.networks_per_pass() == pass_size
+    search.run()
+    sizes = [len(keys) for name, keys, _ in (c for c in stub.calls if c[0] == "kernel_deltas")]
+
+    def cut(n):
+        return [min(chunk, n - i) for i in range(0, n, chunk)]
+    assert sizes == cut(36) + (cut(3) + cut(4)) * 2
+    keys = [k for name, ks, _ in (c for c in stub.calls if c[0] == "kernel_deltas") for k in ks]
+    assert keys[:36] == [(0, k) for k in range(36)] and keys[36:39] == [(10_000, 0, 1, e) for e in (2, 3, 4)]
+
+
+def test_linreg_and_random_compute_no_kernel():
+    """linreg: every dK is 0 (the original's --only_lrs: every condition number 1), the scorer is never asked for
+    one, and no network per pass is reported (nor for random, which has no scorer). random: the seed's random
+    cell over the configured ops, with its mask as the state."""
+    from metantk_nas.nas.genotype import random_genotype
+
+    cfg = replace(_cfg(), method="linreg", kernel=None, ops=TWO_OPS)
+    stub = RecordingStub(_hashed_dk, _hashed_dk, batchable=True, pass_size=4, kernel_net=False)
+    search = PruningSearch(cfg, stub, progress=False)
+    assert search.networks_per_pass() is None
+    _, state = search.run()
+    assert {c["dK"] for r in state.rounds for c in r["candidates"]} == {0.0}
+    assert {c["dK"] for g in state.group for c in g["candidates"]} == {0.0}
+    assert not [c for c in stub.calls if c[0] in ("kernel_delta", "kernel_deltas", "shared_origin")]
+    ops = ("sep_conv_3x3", "avg_pool_3x3")
+    rnd = replace(_cfg(), method="random", kernel=None, ops=ops, seed=7)
+    genotype, state = PruningSearch(rnd, None, progress=False).run()
+    assert PruningSearch(rnd, None).networks_per_pass() is None
+    assert genotype == random_genotype(7, 5, ops) and (state.mask == genotype.to_mask()).all()
+    assert {op for node in genotype.normal + genotype.reduce for op, _ in node} <= set(ops)
+
+
+def test_records_logs_and_progress_of_a_search(tmp_path, caplog, capsys):
+    """The log lines name each stage's result and time; every candidate of the group stage is recorded with its
+    edge, scores and ranks (rank_sum = rank_K + rank_R); the state file names its seconds; the progress bar counts
+    all 50 candidates, and a resumed run starts it at what was done."""
+    import json
+    import logging
+    import os
+    import signal
+
+    from metantk_nas.preemption import Preempted
+
+    cfg = replace(_cfg(), ops=TWO_OPS, checkpoint_seconds=3600)
+    calls = [0]
+
+    def signalling(o, c):
+        calls[0] += 1
+        if calls[0] == 5:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return _hashed_dk(o, c)
+
+    path = tmp_path / "search_state.json"
+    with pytest.raises(Preempted):
+        PruningSearch(cfg, StubScorer(signalling, _hashed_dk), progress=True).run(path)
+    saved = json.loads(path.read_text())
+    assert set(saved) >= {"mask", "rounds", "group", "seconds", "partial", "resumes"}
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="metantk_nas.search.pruning"):
+        _, state = PruningSearch(cfg, StubScorer(_hashed_dk, _hashed_dk), progress=True).run(path)
+    bar = capsys.readouterr().err
+    assert " 5/50 " in bar and " 50/50 " in bar
+    pruned = ", ".join(f"{c}[{e}].{o}" for c, e, o in state.rounds[0]["pruned"][:4])
+    assert f"resuming 5 candidates of round 0 from {path}" in caplog.messages
+    assert f"round 0: 36 candidates, pruned {pruned} ...; {state.seconds[0]:.1f}s" in caplog.messages
+    assert f"edge groups: kept 2 edges per node; {state.seconds[1]:.1f}s" in caplog.messages
+    for g in state.group:
+        assert [c["edge"] for c in g["candidates"]] == list(range(2, 5) if g["node"] == 1 else range(5, 9))
+        for c in g["candidates"]:
+            assert set(c) == {"edge", "dK", "dR", "rank_K", "rank_R", "rank_sum"}
+            assert c["rank_sum"] == c["rank_K"] + c["rank_R"]
+
+
+def test_with_checkpoint_seconds_zero_the_state_is_saved_after_every_candidate(tmp_path):
+    """checkpoint_seconds 0: before candidate k (k >= 2) is scored, the state file holds the k - 1 before it."""
+    import json
+
+    path = tmp_path / "search_state.json"
+    seen = []
+
+    def reading(o, c):
+        if path.exists():
+            partial = json.loads(path.read_text())["partial"]
+            seen.append(len(partial["scores"]) if partial and partial["stage"] == "round" else None)
+        return _hashed_dk(o, c)
+
+    cfg = replace(_cfg(), ops=TWO_OPS, checkpoint_seconds=0)
+    PruningSearch(cfg, StubScorer(reading, _hashed_dk), progress=False).run(path)
+    assert seen[:35] == list(range(1, 36))   # the first candidate finds no file yet
+
+
+def test_describe_names_where_a_search_stands():
+    from metantk_nas.search.pruning import SearchState, initial_mask
+
+    s = SearchState(initial_mask(TWO_OPS))
+    assert PruningSearch._describe(s) == "round 0"
+    s.rounds = [{}]
+    assert PruningSearch._describe(s) == "round 1"
+    s.group = []
+    assert PruningSearch._describe(s) == "the group stage"
+    s.partial = {"stage": "group", "records": [{}], "scores": [1, 2]}
+    assert PruningSearch._describe(s) == "1 node groups and 2 candidates of the group stage"
