@@ -26,7 +26,7 @@ JOBS=${JOBS:-$(nproc)}
 # tens of seconds per mutant); in this order when no module is named
 CORE=(
   "search/pruning.py: tests/test_pruning.py"      # designed scores (stub scorer); whole searches: test_search.py
-  "search/scoring.py: tests/test_scoring.py tests/test_batched.py"
+  "search/scoring.py: tests/test_scoring.py tests/test_batched.py tests/test_placement.py"
   "search/budget.py: tests/test_budget.py"
   "kernels/metantk.py: tests/test_kernels.py tests/test_fidelity.py"
   "kernels/ntk.py: tests/test_kernels.py tests/test_fidelity.py"

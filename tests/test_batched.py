@@ -227,5 +227,8 @@ def test_networks_per_pass_follows_the_memory_budget(tiny_prepared):
         h.remove()
     per_network = 2 * total * 10
     for mb in (1, 64, 4096):
-        s = Scorer(replace(cfg, batch_memory_mb=mb), train, torch.device("cpu"))
+        s = Scorer(replace(cfg, batch_memory_mb=mb, batch_candidates=True), train, torch.device("cpu"))
         assert s.networks_per_pass(10) == max(1, mb * 2 ** 20 // per_network)
+        # a pass holds networks of kernel_group samples: 1 task x (5 supports + 5 queries) = 10 here
+        assert s.pass_size() == (max(1, mb * 2 ** 20 // per_network) if s.batchable() else 1)
+    assert Scorer(replace(cfg, batch_memory_mb=4096, batch_candidates=True), train, torch.device("cpu")).batchable()

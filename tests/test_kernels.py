@@ -227,7 +227,8 @@ def test_coupled_ntk_equals_te_nas_per_sample_backward_loop_with_train_mode_batc
     x = torch.randn(7, 3, 8, 8)
     names = kernel_parameter_names(ln, ln.live_parameter, ParamFilter(norm=True))
     bn_weights = {f"{m}.weight" for m, mod in ln.named_modules() if isinstance(mod, nn.BatchNorm2d)}
-    assert bn_weights & set(names)                      # TE-NAS takes every "weight", BN gamma included
+    assert bn_weights & set(names)                      # TE-NAS takes every "weight", BN gamma included ...
+    assert not [n for n in names if "weight" not in n]  # ... and nothing else: no bias, BN beta neither
     coupled = ntk_coupled(ln, x, names, chunk=3)
     reference = _te_nas_loop_ntk(ln, x, names)
     assert torch.allclose(coupled, reference, rtol=1e-9, atol=1e-12)

@@ -50,6 +50,7 @@ def test_search_kernels_follow_the_scorers_device(method, tiny_prepared):
         else:
             assert scorer.ntk_kernel(cand, inputs).device == META
     assert all(p.device == META for p in scorer.kernel_net.parameters())
+    assert scorer.networks_per_pass(6) >= 1   # its memory probe: a one-sample forward on the device
 
 
 def test_a_training_step_stays_on_the_models_device(tiny_prepared):

@@ -354,6 +354,11 @@ def test_every_candidate_gets_its_keys_and_the_stages_shared_origins():
                           for r in (0, 1)]
                 group += [("reinit_thin", (10_000, c, g, e))] + [("region_delta", (10_000, c, g, e, r)) for r in (0, 1)]
     assert stub.calls == round0 + group
+    # a fresh batch per candidate (the original): nothing shared, every candidate's repeats draw their own
+    stub = RecordingStub(_hashed_dk, _hashed_dk)
+    PruningSearch(replace(cfg, fidelity=FidelitySwitches(fresh_batch_per_candidate=True)), stub, progress=False).run()
+    assert not [c for c in stub.calls if c[0] == "shared_origin"]
+    assert {c[2] for c in stub.calls if c[0] == "kernel_delta"} == {None}
 
 
 @pytest.mark.parametrize("fresh,pass_size,chunk", [(True, 5, 2), (False, 5, 5), (True, 1, 1)])

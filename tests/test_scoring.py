@@ -289,3 +289,51 @@ def test_candidates_are_batched_only_with_independent_samples_the_fast_backend_a
     assert scorer.batchable() == batchable
     assert (scorer.pass_size() > 1) == batchable and scorer.pass_size() >= 1
     assert not Scorer(replace(small_cfg("linreg"), batch_candidates=True), train, torch.device("cpu")).batchable()
+
+
+def test_train_mode_batchnorm_kernel_is_te_nas_per_sample_backward_loop(tiny_prepared):
+    """norm: batchnorm (TE-NAS's supernet: train-mode BatchNorm couples the samples): the scorer's NTK is TE-NAS's
+    own procedure, written out here: for each sample, the gradient of its summed logits through the whole batch's
+    forward, over every parameter named "weight" (BatchNorm's gamma too), stacked and multiplied out (float64)."""
+    from metantk_nas.nas.networks import LogitsNet
+
+    cfg = replace(small_cfg("tenas"), norm="batchnorm", grad_dtype="float64")
+    scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
+    scorer.reinit_kernel_net(0)
+    mask = initial_mask(cfg.ops)
+    mask[0, 3, OP_NAMES.index("conv_3x3")] = False
+    x = scorer.kernel_inputs(0, 1, 0)
+    got = scorer.ntk_kernel(mask, x)
+    net = LogitsNet(scorer.kernel_net, mask).train()
+    rows = []
+    for i in range(len(x)):
+        net.zero_grad(set_to_none=True)
+        net(x)[i].sum().backward()
+        rows.append(torch.cat([p.grad.flatten() for n, p in net.named_parameters()
+                               if "weight" in n and p.grad is not None]))
+    j = torch.stack(rows).double()
+    torch.testing.assert_close(got.double(), j @ j.T, rtol=1e-9, atol=1e-12)
+
+
+def test_batched_conditions_use_nan_condition_and_refuse_unequal_networks(tiny_prepared, monkeypatch):
+    """A NaN kernel in a round-batched pass is worth fidelity.nan_condition (here 123, not the default), as one by
+    one; networks whose inputs have different numbers of samples cannot share a pass."""
+    from test_batched import _networks
+
+    train = load_split(tiny_prepared, "train")
+    for method in ("metantk", "tenas"):
+        cfg = replace(small_cfg(method), fidelity=FidelitySwitches(nan_condition=123.0, fresh_batch_per_candidate=False))
+        scorer = Scorer(cfg, train, torch.device("cpu"))
+        scorer.reinit_kernel_net(0)
+        nets = _networks(scorer, cfg, 2)
+        scorer._pass_networks = 2
+        if method == "metantk":
+            monkeypatch.setattr(scoring, "metantk", lambda *a, **k: torch.full((5, 5), float("nan")))
+        else:
+            monkeypatch.setattr(scoring, "sum_gram_terms", lambda terms, order: torch.full((2, 6, 6), float("nan")))
+        assert scorer.batched_conditions(nets) == [123.0, 123.0]
+        monkeypatch.undo()
+        m, inputs, h = nets[1]
+        short = replace(inputs, x=inputs.x[:-1]) if method == "metantk" else inputs[:-1]
+        with pytest.raises(ValueError, match="^batched kernels need the same number of samples in every network$"):
+            scorer.batched_conditions([nets[0], (m, short, h)])

@@ -39,8 +39,8 @@ class ParamFilter:
     norm: bool = False
 
     def keep(self, module: nn.Module, pname: str) -> bool:
-        if isinstance(module, NORM_TYPES):
-            return self.norm
+        if isinstance(module, NORM_TYPES):   # norm: its scale (TE-NAS's "weight" in the name: gamma, never beta)
+            return self.norm and (pname == "weight" or self.biases)
         if pname == "weight":
             return self.weights
         if pname == "bias":
