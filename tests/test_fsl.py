@@ -482,3 +482,107 @@ def test_huge_page_allocation_changes_no_bit_of_a_training_step():
         text = (ROOT / "scripts" / script).read_text()
         assert text.index("use_huge_pages()") < text.index("import torch" if "import torch" in text else "metantk_nas.config")
     assert "use_huge_pages" not in (ROOT / "scripts/search.py").read_text()
+
+
+def test_each_epoch_draws_its_own_order_over_the_training_images(tiny_prepared, tmp_path, monkeypatch):
+    """Every epoch trains on steps x batch distinct images (a draw without replacement), and two epochs draw two
+    different orders (a data order fixed across epochs would pass every other test)."""
+    import metantk_nas.fsl.train as tr
+
+    data = load_split(tiny_prepared, "train")
+    ids = {np.asarray(img).tobytes(): i for i, img in enumerate(data.images)}
+    assert len(ids) == len(data.labels)                       # the images tell themselves apart
+    seen: list[list[int]] = []
+
+    class Recording(tr.TrainAugment):
+        def __call__(self, images, gen, device="cpu"):
+            seen.append([ids[np.asarray(im).tobytes()] for im in images])
+            return super().__call__(images, gen, device)
+    monkeypatch.setattr(tr, "TrainAugment", Recording)
+    cfg = tcfg(epochs=2)
+    train_model(random_genotype(0, 5), cfg, data, tmp_path, CPU, progress=False)
+    steps = len(data.labels) // cfg.batch_size
+    epochs = [sum(seen[e * steps:(e + 1) * steps], []) for e in range(2)]
+    assert len(seen) == 2 * steps
+    for order in epochs:
+        assert len(order) == len(set(order)) == steps * cfg.batch_size
+    assert epochs[0] != epochs[1]
+
+
+def test_mixed_precision_is_a_cuda_switch_the_cpu_trains_in_float32(tiny_prepared, tmp_path):
+    data = load_split(tiny_prepared, "train")
+    g = random_genotype(0, 5)
+    a, _ = train_model(g, tcfg(epochs=1), data, tmp_path / "a", CPU, progress=False)
+    b, _ = train_model(g, tcfg(epochs=1, mixed_precision=True), data, tmp_path / "b", CPU, progress=False)
+    assert same(weights(a), weights(b))
+
+
+def test_two_preemptions_are_both_recorded_and_named(tiny_prepared, tmp_path, caplog, capsys):
+    """Signalled twice (epoch 1 step 2, then epoch 2 step 1): each Preempted names where it checkpointed and how to
+    go on; the finished run lists both resumes (metrics.json's resumed_at); its checkpoint folder is made with its
+    parents; the epoch log lines and the progress bar name each epoch."""
+    import logging
+
+    from metantk_nas.fsl.train import write_outputs
+    from metantk_nas.preemption import Preempted
+
+    data = load_split(tiny_prepared, "train")
+    g = random_genotype(1, 5)
+    cfg = tcfg(epochs=2)
+    steps = len(data.labels) // cfg.batch_size
+    ck = tmp_path / "deep" / "er" / "checkpoints"
+
+    def signal_at(epoch, step):
+        def hook(e, s):
+            if (e, s) == (epoch, step):
+                os.kill(os.getpid(), signal.SIGUSR1)
+        return hook
+    with pytest.raises(Preempted, match=rf"^signal {int(signal.SIGUSR1)}: checkpointed at epoch 1, step 2/{steps}; "
+                                        "rerun to resume$"):
+        train_model(g, cfg, data, ck, CPU, progress=False, on_step=signal_at(0, 1))
+    with pytest.raises(Preempted, match=rf"checkpointed at epoch 2, step 1/{steps}; rerun to resume$"):
+        train_model(g, cfg, data, ck, CPU, progress=False, on_step=signal_at(1, 0))
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="metantk_nas.fsl.train"):
+        model, state = train_model(g, cfg, data, ck, CPU, progress=True)
+    assert "epoch 2/2" in capsys.readouterr().err
+    assert state.resumes == [[0, 2], [1, 1]]
+    row = state.log[-1]
+    assert (f"epoch 2/2: loss {row['loss']:.4f} acc {row['accuracy']:.3f} lr {row['lr']:g} ({row['seconds']:.1f}s)"
+            in caplog.messages)
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = write_outputs(model, state, out, CPU, "a title")
+    assert metrics["resumed_at"] == [{"epochs_done": 0, "step": 2}, {"epochs_done": 1, "step": 1}]
+
+
+def test_write_outputs_by_hand(tiny_prepared, tmp_path):
+    """model.pt: the weights in NCHW, CPU, loadable into a fresh network of the same cell; train_log.csv: the log's
+    rows under the header epoch,loss,accuracy,lr,seconds; metrics: the parameter count summed here, the training's
+    seconds, epochs and last row; the curve's PNG."""
+    import csv
+
+    from metantk_nas.fsl.train import write_outputs
+    from metantk_nas.nas.networks import EvalNet
+
+    data = load_split(tiny_prepared, "train")
+    g = random_genotype(2, 5)
+    model, state = train_model(g, tcfg(epochs=2), data, tmp_path / "ck", CPU, progress=False)
+    model = model.to(memory_format=torch.channels_last)
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = write_outputs(model, state, out, CPU, "title")
+    saved = torch.load(out / "model.pt", weights_only=True)
+    assert all(v.is_contiguous() and v.device.type == "cpu" for v in saved.values())
+    fresh = EvalNet(g, 4, 5, data.n_classes)
+    fresh.load_state_dict(saved)
+    assert same(weights(fresh), {k: v.contiguous() for k, v in weights(model).items()})
+    rows = list(csv.reader((out / "train_log.csv").read_text().splitlines()))
+    assert rows[0] == ["epoch", "loss", "accuracy", "lr", "seconds"] and len(rows) == 3
+    assert [[float(v) for v in r] for r in rows[1:]] == [[r[k] for k in ("epoch", "loss", "accuracy", "lr", "seconds")]
+                                                         for r in state.log]
+    n = sum(p.numel() for p in model.parameters())
+    assert metrics == {"params": n, "params_millions": round(n / 1e6, 4), "train_seconds": round(state.seconds, 3),
+                       "epochs": 2, "final_loss": state.log[-1]["loss"], "final_accuracy": state.log[-1]["accuracy"],
+                       "resumed_at": []}
+    assert (out / "train_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
