@@ -551,8 +551,11 @@ def test_two_preemptions_are_both_recorded_and_named(tiny_prepared, tmp_path, ca
     capsys.readouterr()
     with caplog.at_level(logging.INFO, logger="metantk_nas.fsl.train"):
         model, state = train_model(g, cfg, data, ck, CPU, progress=True)
-    assert "epoch 2/2" in capsys.readouterr().err
+    bar = capsys.readouterr().err
+    assert "epoch 2/2" in bar and f" 1/{steps} " in bar and f" 0/{steps} " not in bar   # resumed after step 1
     assert state.resumes == [[0, 2], [1, 1]]
+    assert f"resuming from {ck / 'ckpt_last.pt'} at epoch 2, step 1" in caplog.messages
+    assert all(r["seconds"] > 0 for r in state.log)              # each epoch's own time, the resumed parts added
     row = state.log[-1]
     assert (f"epoch 2/2: loss {row['loss']:.4f} acc {row['accuracy']:.3f} lr {row['lr']:g} ({row['seconds']:.1f}s)"
             in caplog.messages)
@@ -588,6 +591,8 @@ def test_write_outputs_by_hand(tiny_prepared, tmp_path):
     assert [[float(v) for v in r] for r in rows[1:]] == [[r[k] for k in ("epoch", "loss", "accuracy", "lr", "seconds")]
                                                          for r in state.log]
     n = sum(p.numel() for p in model.parameters())
+    assert all(r["seconds"] > 0 for r in state.log)
+    assert sum(r["seconds"] for r in state.log) == pytest.approx(state.seconds, abs=2e-3)   # rounded to ms each
     assert metrics == {"params": n, "params_millions": round(n / 1e6, 4), "train_seconds": round(state.seconds, 3),
                        "epochs": 2, "final_loss": state.log[-1]["loss"], "final_accuracy": state.log[-1]["accuracy"],
                        "resumed_at": []}
