@@ -378,3 +378,21 @@ def test_networks_register_every_module_once_and_a_shared_module_is_refused():
     for backend in ("fast", "opacus", "coupled"):
         with pytest.raises(ValueError, match="registered as 'again'"):
             per_sample_grads(twice, torch.randn(2, 48), ["0.weight"], backend)
+
+
+def test_the_default_backend_is_fast_and_only_coupled_takes_batch_statistics():
+    """empirical_ntk without a backend is the fast backend's kernel, bit for bit; train-mode BatchNorm is refused
+    by every backend but coupled, which is the one made for it."""
+    from metantk_nas.kernels.ntk import check_per_sample, ntk_fast
+
+    net, head = _scored_net()
+    ln = LogitsNet(net, full_mask(), head)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    names = kernel_parameter_names(ln, ln.live_parameter)
+    assert torch.equal(empirical_ntk(ln, x, names), ntk_fast(ln, x, names))
+    bn, bn_head = _scored_net("batchnorm")
+    bn_ln = LogitsNet(bn, full_mask(), bn_head).train()
+    check_per_sample(bn_ln, "coupled")
+    for backend in ("fast", "opacus"):
+        with pytest.raises(ValueError, match=f"the '{backend}' NTK backend needs independent samples"):
+            check_per_sample(bn_ln, backend)
