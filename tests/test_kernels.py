@@ -396,3 +396,23 @@ def test_the_default_backend_is_fast_and_only_coupled_takes_batch_statistics():
     for backend in ("fast", "opacus"):
         with pytest.raises(ValueError, match=f"the '{backend}' NTK backend needs independent samples"):
             check_per_sample(bn_ln, backend)
+
+
+def test_a_parameter_of_an_op_that_never_runs_has_zero_per_sample_gradients():
+    """A masked-off op is not called: its weights' per-sample gradients are zeros, one row per sample, as the
+    per-sample autograd loop gives them (allow_unused), and the kernel is that of the live parameters alone."""
+    from metantk_nas.kernels.ntk import grads_fast
+
+    net, head = _scored_net()
+    mask = full_mask()
+    mask[0, 0, :] = False
+    mask[0, 0, 1] = True                                  # edge 0 of the normal cell: one op left
+    ln = LogitsNet(net, mask, head)
+    live = kernel_parameter_names(ln, ln.live_parameter)
+    dead = [n for n in kernel_parameter_names(ln, lambda n: True) if n not in live and n.endswith("weight")
+            and ".cells.0.ops.0." in n]
+    assert dead
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    grads = grads_fast(ln, x, live + dead[:2])
+    for n in dead[:2]:
+        assert grads[n].shape == (3, *ln.get_parameter(n).shape) and not grads[n].any()
