@@ -416,3 +416,17 @@ def test_a_parameter_of_an_op_that_never_runs_has_zero_per_sample_gradients():
     grads = grads_fast(ln, x, live + dead[:2])
     for n in dead[:2]:
         assert grads[n].shape == (3, *ln.get_parameter(n).shape) and not grads[n].any()
+
+
+def test_param_filter_and_backend_names_by_hand():
+    """ParamFilter: weights by default, biases on request, a norm's scale only with norm=True; an unknown backend is
+    named in its error."""
+    from metantk_nas.kernels.ntk import per_sample_grads
+
+    conv, bn = nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1)
+    assert ParamFilter().keep(conv, "weight") and not ParamFilter().keep(conv, "bias")
+    assert ParamFilter(biases=True).keep(conv, "bias") and not ParamFilter(weights=False).keep(conv, "weight")
+    assert not ParamFilter().keep(bn, "weight") and ParamFilter(norm=True).keep(bn, "weight")
+    assert not ParamFilter(norm=True).keep(bn, "bias") and ParamFilter(norm=True, biases=True).keep(bn, "bias")
+    with pytest.raises(ValueError, match="^unknown NTK backend 'vmapp'; expected 'fast', 'opacus' or 'coupled'$"):
+        per_sample_grads(nn.Linear(2, 1), torch.randn(3, 2), ["weight"], "vmapp")
