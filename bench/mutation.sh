@@ -8,8 +8,8 @@
 #   JOBS=4 bench/mutation.sh data/episodes.py  # mutmut's parallel workers (default: the CPU count)
 #   REV=5a2460d bench/mutation.sh ...          # the code and tests of a commit (a before/after comparison)
 #   SAMPLE=120 bench/mutation.sh search/budget.py   # sampled: a seeded random sample of 120 mutants (SEED=0), the
-#                                              # score with its 95% Wilson interval; outcomes saved after every
-#                                              # few mutants, and a rerun resumes (bench/mutation_sample.py)
+#                                              # score with its 95% Wilson interval; each outcome saved as mutmut
+#                                              # gives it, and a rerun resumes (bench/mutation_sample.py)
 #
 # Each module runs in a scratch copy of the tracked tree (mutmut writes mutants/ and its state next to the code),
 # under $MUTATION_DIR (default /tmp/metantk-mutation); per module the mutant list and outcomes are left in
@@ -29,7 +29,7 @@ CORE=(
   "search/scoring.py: tests/test_scoring.py tests/test_batched.py tests/test_placement.py"
   "search/budget.py: tests/test_budget.py"
   "kernels/metantk.py: tests/test_kernels.py tests/test_fidelity.py"
-  "kernels/ntk.py: tests/test_kernels.py tests/test_fidelity.py"
+  "kernels/ntk.py: tests/test_kernels.py tests/test_fidelity.py tests/test_batched.py tests/test_placement.py"
   "kernels/linear_regions.py: tests/test_kernels.py tests/test_fidelity.py"
   "fsl/evaluate.py: tests/test_fsl.py"
   "fsl/train.py: tests/test_fsl.py"

@@ -1,10 +1,13 @@
 #!/usr/bin/env python
 """Sampled mutation score of one module (bench/mutation.sh SAMPLE=M runs it in the module's scratch copy).
 
-mutmut generates every mutant of the module; this draws a seeded random sample of M of them, runs each (mutmut runs
-the tests that reach the mutated function, with its own timeout), and appends each outcome to ``sampled.tsv`` as
-soon as it is known, so a rerun resumes after the last finished one. It prints killed/M with a 95% Wilson interval:
-the score to quote. A timeout counts as killed and is shown separately.
+mutmut generates every mutant of the module; this draws a seeded random sample of M of them and runs them in one
+``mutmut run`` (mutmut runs the tests that reach the mutated function, fastest first, stopping at the first failure,
+with its own timeout). mutmut saves each verdict as it comes; this polls them and appends each outcome to
+``sampled.tsv`` as soon as it is known, so a rerun (after a kill) resumes with the mutants still unrun. One call, not
+one per few mutants: every ``mutmut run`` first runs the clean tests of its mutants once, which for the kernels'
+tests cost as much as the mutants themselves. It prints killed/M with a 95% Wilson interval: the score to quote. A
+timeout counts as killed and is shown separately.
 
 Example (inside $MUTATION_DIR/<module>, where bench/mutation.sh wrote setup.cfg):
   python bench/mutation_sample.py --mutmut .venv/bin/mutmut --module search/pruning.py --sample 120 --seed 0
@@ -56,6 +59,36 @@ def sample(names: list[str], m: int, seed: int) -> list[str]:
     return random.Random(seed).sample(sorted(names), min(m, len(names)))
 
 
+def record(out: Path, todo: list[str], seen: set[str], now: dict[str, str], t0: float) -> int:
+    """Append the verdicts of ``todo`` that mutmut has saved and ``seen`` lacks; returns how many were new."""
+    new = [n for n in todo if n not in seen and now.get(n, "not checked") != "not checked"]
+    with out.open("a") as f:
+        for n in new:
+            f.write(f"{n}\t{now[n]}\t{time.perf_counter() - t0:.1f}\n")
+    seen.update(new)
+    return len(new)
+
+
+def run_sample(mutmut: str, max_children: int, todo: list[str], out: Path, total: int, poll: float) -> None:
+    """One ``mutmut run`` of ``todo``; every verdict is appended to ``out`` (name, status, seconds since the start)
+    within ``poll`` seconds of mutmut saving it; any mutmut leaves unrun stay out of it (a rerun runs them)."""
+    if not todo:
+        return
+    seen: set[str] = set()
+    t0 = time.perf_counter()
+    with subprocess.Popen([mutmut, "run", "--max-children", str(max_children), *todo], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as proc:
+        while proc.poll() is None:
+            time.sleep(poll)
+            if record(out, todo, seen, statuses(mutmut), t0):
+                log.info("  %d/%d", total - len(todo) + len(seen), total)
+    record(out, todo, seen, statuses(mutmut), t0)
+    missing = [n for n in todo if n not in seen]
+    if missing:   # mutmut stopped before them (its clean run failed?): say so, a rerun tries them again
+        log.warning("mutation_sample: mutmut (exit %d) left %d mutants unrun: %s", proc.returncode, len(missing),
+                    " ".join(missing[:5]))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mutmut", required=True, help="the mutmut executable")
@@ -63,7 +96,7 @@ def main() -> int:
     p.add_argument("--sample", type=int, default=120, help="mutants to draw (default 120)")
     p.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
     p.add_argument("--max-children", type=int, default=2, help="mutmut's parallel workers")
-    p.add_argument("--batch", type=int, default=4, help="mutants per mutmut call: outcomes are saved after each")
+    p.add_argument("--poll", type=float, default=15.0, help="seconds between reads of mutmut's verdicts")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path("sampled.tsv")
@@ -82,15 +115,7 @@ def main() -> int:
     todo = [n for n in chosen if n not in done]
     log.info("%s: %d mutants, sample %d (seed %d), %d done, %d to run", args.module, len(names), len(chosen),
              args.seed, len(chosen) - len(todo), len(todo))
-    for i in range(0, len(todo), args.batch):
-        batch, t0 = todo[i:i + args.batch], time.perf_counter()
-        subprocess.run([args.mutmut, "run", "--max-children", str(args.max_children), *batch], capture_output=True,
-                       text=True)
-        now = statuses(args.mutmut)
-        with out.open("a") as f:
-            for n in batch:
-                f.write(f"{n}\t{now.get(n, 'not checked')}\t{(time.perf_counter() - t0) / len(batch):.1f}\n")
-        log.info("  %d/%d", min(i + args.batch, len(todo)) + len(chosen) - len(todo), len(chosen))
+    run_sample(args.mutmut, args.max_children, todo, out, len(chosen), args.poll)
     done = read_done(out)
     res = [done[n] for n in chosen if n in done]
     killed = sum(s in KILLED for s in res)

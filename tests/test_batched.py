@@ -87,6 +87,14 @@ def test_group_gram_terms_equal_a_per_sample_backward_loop():
         group_gram_terms(lambda z: model(z).sum(), dict(model.named_modules()), x, names, 4)
 
 
+def test_sum_gram_terms_adds_the_present_terms_in_order_and_refuses_none():
+    """By hand: the terms of the listed names that are present, summed; none present is an error saying why."""
+    a, b = torch.full((1, 2, 2), 1.0), torch.full((1, 2, 2), 10.0)
+    assert torch.equal(sum_gram_terms({"a": a, "b": b, "c": b}, ["a", "missing", "b"]), torch.full((1, 2, 2), 11.0))
+    with pytest.raises(ValueError, match="^no parameter of the kernel takes part in the forward pass$"):
+        sum_gram_terms({"a": a}, ["missing"])
+
+
 def _networks(scorer, cfg, n, fresh_inputs=True):
     """(mask, inputs, head) of origin/candidate pairs, each with its own batch and heads, as a fresh-batch round."""
     nets = []

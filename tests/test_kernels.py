@@ -143,7 +143,8 @@ def test_fast_and_opacus_backends_agree_in_float64():
 
 class _EveryLayerKind(nn.Module):
     """Each conv kind the fast backend forms per-sample gradients for, with biases, plus a layer called twice, a
-    linear layer on a 3-D input and a GroupNorm weight (taken by vmap)."""
+    linear layer on a 3-D input, a GroupNorm weight (taken by vmap), a padded 1 x 1 convolution (not the unpadded
+    1 x 1 shortcut) and a layer that runs but does not reach the output (zero gradients)."""
 
     def __init__(self):
         super().__init__()
@@ -152,20 +153,26 @@ class _EveryLayerKind(nn.Module):
         self.grouped = nn.Conv2d(4, 6, (1, 5), padding=(0, 2), groups=2)               # grouped, 1 x 5
         self.pointwise = nn.Conv2d(6, 6, 1, stride=2)                                  # 1 x 1, strided
         self.norm = nn.GroupNorm(2, 6)
+        self.padded = nn.Conv2d(6, 6, 1, padding=1)                                    # 1 x 1, padded
         self.tokens = nn.Linear(6, 5)
         self.head = nn.Linear(5, 3)
+        self.discarded = nn.Linear(5, 2)                                              # runs, reaches nothing
 
     def forward(self, x):
         h = self.grouped(torch.tanh(self.depthwise(torch.tanh(self.dense(x)))))
         h = self.norm(self.pointwise(torch.tanh(self.pointwise(h))))                  # pointwise used twice
+        h = self.padded(h)
         t = torch.tanh(self.tokens(h.flatten(2).transpose(1, 2)))                     # (N, pixels, 5)
+        self.discarded(t.mean(1))
         return self.head(t.mean(1))
 
 
 def _per_sample_loop(module, x, names):
-    """Independent reference: autograd of sum_c f_c(x_n), one sample at a time."""
+    """Independent reference: autograd of sum_c f_c(x_n), one sample at a time (zeros for a parameter the output
+    does not depend on)."""
     params = dict(module.named_parameters())
-    rows = [torch.autograd.grad(module(x[n:n + 1]).sum(), [params[k] for k in names]) for n in range(len(x))]
+    rows = [torch.autograd.grad(module(x[n:n + 1]).sum(), [params[k] for k in names], allow_unused=True,
+                                materialize_grads=True) for n in range(len(x))]
     return {k: torch.stack([r[i] for r in rows]) for i, k in enumerate(names)}
 
 
@@ -180,6 +187,7 @@ def test_fast_backend_per_sample_gradients_of_every_layer_kind_equal_a_per_sampl
         assert set(fast) == set(names)
         for k in names:
             assert torch.allclose(fast[k], reference[k], rtol=1e-10, atol=1e-12), k
+    assert not reference["discarded.weight"].any() and reference["padded.weight"].abs().min() > 0
 
 
 def test_fast_backend_in_float32_is_as_accurate_as_opacus():
@@ -401,7 +409,7 @@ def test_the_default_backend_is_fast_and_only_coupled_takes_batch_statistics():
 def test_a_parameter_of_an_op_that_never_runs_has_zero_per_sample_gradients():
     """A masked-off op is not called: its weights' per-sample gradients are zeros, one row per sample, as the
     per-sample autograd loop gives them (allow_unused), and the kernel is that of the live parameters alone."""
-    from metantk_nas.kernels.ntk import grads_fast
+    from metantk_nas.kernels.ntk import grads_fast, grads_opacus
 
     net, head = _scored_net()
     mask = full_mask()
@@ -416,6 +424,9 @@ def test_a_parameter_of_an_op_that_never_runs_has_zero_per_sample_gradients():
     grads = grads_fast(ln, x, live + dead[:2])
     for n in dead[:2]:
         assert grads[n].shape == (3, *ln.get_parameter(n).shape) and not grads[n].any()
+    opacus = grads_opacus(ln, x, live + dead[:2])                # Opacus: none at all for them, the live ones as fast
+    assert set(opacus) == set(live)
+    assert all(torch.allclose(opacus[n], grads[n], rtol=1e-10, atol=1e-12) for n in live)
 
 
 def test_param_filter_and_backend_names_by_hand():

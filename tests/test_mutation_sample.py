@@ -42,3 +42,37 @@ def test_result_lines_are_parsed_as_mutmut_prints_them(tmp_path, monkeypatch):
     f = tmp_path / "sampled.tsv"
     f.write_text("# header\na\tkilled\t1.0\nb\tsurvived\t2.0\n")
     assert ms.read_done(f) == {"a": "killed", "b": "survived"}
+
+
+def test_record_appends_each_new_verdict_once(tmp_path):
+    out = tmp_path / "sampled.tsv"
+    out.write_text("# header\n")
+    seen: set[str] = set()
+    assert ms.record(out, ["a", "b", "c"], seen, {"a": "killed", "b": "not checked"}, 0.0) == 1
+    assert ms.record(out, ["a", "b", "c"], seen, {"a": "killed", "b": "survived", "c": "no tests"}, 0.0) == 2
+    assert ms.read_done(out) == {"a": "killed", "b": "survived", "c": "no tests"}
+    assert len(out.read_text().splitlines()) == 4                       # a is not written twice
+
+
+FAKE_MUTMUT = '''#!/usr/bin/env python
+import sys, time
+from pathlib import Path
+state = Path(__file__).with_name("verdicts")
+if sys.argv[1] == "run":            # verdicts arrive one by one, as mutmut saves them; the last name is never run
+    for i, name in enumerate(sys.argv[4:-1]):
+        time.sleep(0.05)
+        with state.open("a") as f:
+            f.write(f"    {name}: {'survived' if i == 1 else 'killed'}\\n")
+    sys.exit(1)
+print(state.read_text() if state.exists() else "", end="")
+'''
+
+
+def test_run_sample_records_every_verdict_mutmut_saves_and_leaves_unrun_ones_for_the_rerun(tmp_path):
+    fake = tmp_path / "mutmut"
+    fake.write_text(FAKE_MUTMUT)
+    fake.chmod(0o755)
+    out = tmp_path / "sampled.tsv"
+    out.write_text("# header\n")
+    ms.run_sample(str(fake), 2, ["m1", "m2", "m3", "m4"], out, 10, poll=0.01)
+    assert ms.read_done(out) == {"m1": "killed", "m2": "survived", "m3": "killed"}   # m4 for the rerun

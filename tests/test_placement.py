@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from metantk_nas.data.prepared import load_split
 from metantk_nas.data.transforms import TrainAugment
 from metantk_nas.fsl.train import SGD, drop_path_probability
+from metantk_nas.kernels.ntk import per_sample_grads
 from metantk_nas.nas.genotype import random_genotype
 from metantk_nas.nas.networks import EvalNet
 from metantk_nas.search.pruning import initial_mask
@@ -51,6 +52,17 @@ def test_search_kernels_follow_the_scorers_device(method, tiny_prepared):
             assert scorer.ntk_kernel(cand, inputs).device == META
     assert all(p.device == META for p in scorer.kernel_net.parameters())
     assert scorer.networks_per_pass(6) >= 1   # its memory probe: a one-sample forward on the device
+
+
+@pytest.mark.parametrize("backend", ["fast", "coupled"])
+def test_per_sample_gradients_of_every_backend_stay_on_the_networks_device(backend):
+    """The per-sample gradients (and the coupled backend's one-hot cotangents) of a small network on the device."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 5 * 5, 2)).to(META)
+    names = ["0.weight", "3.weight"]
+    grads = per_sample_grads(net, torch.empty(6, 3, 5, 5, device=META), names, backend, chunk=4)
+    assert {n: (g.device, tuple(g.shape)) for n, g in grads.items()} == {
+        "0.weight": (META, (6, 4, 3, 3, 3)), "3.weight": (META, (6, 2, 100))}
 
 
 def test_a_training_step_stays_on_the_models_device(tiny_prepared):
