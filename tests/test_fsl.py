@@ -614,3 +614,27 @@ def test_drop_path_draws_depend_on_the_seed_epoch_and_step(tiny_prepared, tmp_pa
         monkeypatch.undo()
     steps = 2 * (len(data.labels) // 16)
     assert len(seeds[0]) == len(set(seeds[0])) == steps and not set(seeds[0]) & set(seeds[1])
+
+
+def test_finish_epoch_logs_the_epochs_means_by_hand():
+    """An epoch of 2 steps of batch 16 with a loss sum of 24 and 12 correct: loss 24/32 = 0.75, accuracy
+    12/32 = 0.375; the epoch's time goes to the total and the running sums start again at zero."""
+    from metantk_nas.fsl.train import TrainState, _finish_epoch
+
+    state = TrainState(epoch=1, step=2, loss_sum=24.0, correct=12, epoch_seconds=1.25, seconds=2.0)
+    _finish_epoch(state, tcfg(batch_size=16), 2, 0.05)
+    assert state.log == [{"epoch": 2, "loss": 0.75, "accuracy": 0.375, "lr": 0.05, "seconds": 1.25}]
+    assert (state.epoch, state.step, state.loss_sum, state.correct, state.epoch_seconds, state.seconds) == \
+        (2, 0, 0.0, 0, 0.0, 3.25)
+
+
+def test_write_outputs_of_a_run_without_epochs_and_its_parameters_in_millions(tmp_path, monkeypatch):
+    """A run with no finished epoch has no final loss or accuracy (None, not an IndexError); 12,345,651
+    parameters are 12.3457 million (12.345651 rounded to 4 places by hand)."""
+    import metantk_nas.fsl.train as train
+    from metantk_nas.nas.networks import EvalNet
+
+    monkeypatch.setattr(train, "count_parameters", lambda model: 12_345_651)
+    metrics = train.write_outputs(EvalNet(random_genotype(0, 5), 4, 5, 3), train.TrainState(), tmp_path, CPU)
+    assert metrics["params"] == 12_345_651 and metrics["params_millions"] == 12.3457
+    assert metrics["final_loss"] is None and metrics["final_accuracy"] is None and metrics["epochs"] == 0
