@@ -638,3 +638,126 @@ def test_write_outputs_of_a_run_without_epochs_and_its_parameters_in_millions(tm
     metrics = train.write_outputs(EvalNet(random_genotype(0, 5), 4, 5, 3), train.TrainState(), tmp_path, CPU)
     assert metrics["params"] == 12_345_651 and metrics["params_millions"] == 12.3457
     assert metrics["final_loss"] is None and metrics["final_accuracy"] is None and metrics["epochs"] == 0
+
+
+def test_fit_predict_sklearn_calls_scikit_learn_as_the_original_did(monkeypatch):
+    """The reference's LogisticRegression: C as given, lbfgs, max_iter=1000, random_state=0 (the original's
+    call), with tol 1e-4 / n (scikit-learn 1.0.2's unscaled stopping rule on today's scikit-learn) or, without
+    legacy_scaling, 1e-4 itself; fitted on the support, predicting the queries."""
+    import sklearn.linear_model
+
+    from metantk_nas.fsl.evaluate import fit_predict_sklearn
+
+    made, fitted = [], []
+
+    class Recording:
+        def __init__(self, **kw):
+            made.append(kw)
+
+        def fit(self, x, y):
+            fitted.append((x.shape, list(y)))
+            return self
+
+        def predict(self, x):
+            return np.full(len(x), 3)
+
+    monkeypatch.setattr(sklearn.linear_model, "LogisticRegression", Recording)
+    y = np.repeat(np.arange(5), 5)
+    assert fit_predict_sklearn(np.zeros((25, 3)), y, np.zeros((4, 3)), C=0.5).tolist() == [3] * 4
+    fit_predict_sklearn(np.zeros((25, 3)), y, np.zeros((4, 3)), C=0.5, legacy_scaling=False)
+    common = {"C": 0.5, "solver": "lbfgs", "max_iter": 1000, "random_state": 0}
+    assert made == [{**common, "tol": 1e-4 / 25}, {**common, "tol": 1e-4}]
+    assert fitted == [((25, 3), y.tolist())] * 2
+
+
+def test_float64_recheck_covers_the_margin_computed_by_hand():
+    """Queries whose top two float32 logits are within 1e-4 (1 + |q| max_k |w_k| + max_k |b_k|) of each other
+    are recomputed in float64, each episode with its own scale.  Episode 0: w_0 = (100, 100, 100, 100), w_1 the
+    same but 99.9829 last, q = e_4: gap 0.0171 within 1e-4 (1 + 200) = 0.0201 (rechecked; a margin with the
+    largest column norm, 141.4, would be 0.0142 and miss it).  Episode 1: rows of norm 2, gap 4.5e-4 beyond its
+    own 1e-4 (1 + 2) = 3e-4 (not rechecked; episode 0's scale would take it)."""
+    w = torch.tensor([[[100.0] * 4, [100.0] * 3 + [100 - 0.0171]],
+                      [[1.0] * 4, [1.0] * 3 + [1 - 4.5e-4]]], dtype=torch.float64)
+    b = torch.zeros(2, 2, dtype=torch.float64)
+    q = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(2, 1, 4)
+    asked = []
+    pred = predict_batched(w, b, q, exact_w=lambda e: asked.append(e.tolist()) or w[e])
+    assert asked == [[0]] and pred.tolist() == [[0], [0]]
+
+
+def test_the_line_search_halves_an_overshooting_newton_step():
+    """A support point 30 times farther out than the others makes the first Newton step from zero overshoot
+    (the line search halves it, seen when this test was written); the fit still reaches scikit-learn's optimum."""
+    x = np.random.default_rng(0).normal(size=(1, 25, 3))
+    x[0, 0] *= 30
+    _assert_reaches_sklearn_optimum(x, np.repeat(np.arange(5), 5)[None], C=10.0, atol=1e-6)
+
+
+def test_an_episode_with_a_non_finite_step_keeps_its_start_and_spares_the_others():
+    """Episode 1's features overflow float32 (1e100): its every Newton step is non-finite and is rejected, so it
+    stays at theta = 0 (uniform probabilities 1/5), finite; episode 0 in the same batch is fitted as it is
+    alone."""
+    import torch.nn.functional as F
+
+    from metantk_nas.fsl.evaluate import _newton_cg
+
+    z = torch.as_tensor(np.random.default_rng(0).normal(size=(2, 25, 6)))
+    z[1] *= 1e100
+    zt = torch.cat([z, torch.ones(2, 25, 1, dtype=torch.float64)], -1)
+    y1h = F.one_hot(torch.arange(5).repeat_interleave(5).expand(2, 25), 5).double().transpose(1, 2)
+    theta, p = _newton_cg(zt, y1h, 1.0, 50, 1e-9, 200)
+    alone, p_alone = _newton_cg(zt[:1], y1h[:1], 1.0, 50, 1e-9, 200)
+    assert torch.equal(theta[1], torch.zeros_like(theta[1])) and torch.equal(p[1], torch.full_like(p[1], 0.2))
+    assert torch.allclose(theta[0], alone[0], atol=1e-7) and torch.allclose(p[0], p_alone[0], atol=1e-8)
+
+
+def test_a_ridge_too_weak_for_the_features_scale_is_refused_not_fitted(monkeypatch):
+    """Features of norm about 630 with C = 1e4: W = C (Y - P)^T x multiplies the fit's remaining gradient by about
+    C |x|^2 = 4e9, and W's support logits would miss the fit's by tens (before this check: NaN weights, and
+    accuracies of them, without a word).  Refused, naming C and the sklearn solver; the same features at norm 1
+    fit (``test_batched_solver_is_exact_with_a_weak_ridge``)."""
+    x = 100 * np.random.default_rng(0).normal(size=(1, 25, 40))
+    with pytest.raises(FloatingPointError, match=r"C = 10000 is too weak a ridge for features of norm up to "
+                                                 r"\d+.*; set evaluate.solver: sklearn$"):
+        fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(np.repeat(np.arange(5), 5)[None]), 5, C=1e4)
+    import metantk_nas.fsl.evaluate as ev                   # a fit gone NaN, however it got there, is refused too
+    real = ev._newton_cg
+    monkeypatch.setattr(ev, "_newton_cg", lambda *a: (real(*a)[0] * np.nan, real(*a)[1]))
+    with pytest.raises(FloatingPointError, match=r"miss its own fit by nan"):
+        fit_logreg_batched(torch.as_tensor(x / 100), torch.as_tensor(np.repeat(np.arange(5), 5)[None]), 5)
+
+
+def test_support_features_go_through_the_network_feature_batch_images_at_a_time(tiny_prepared):
+    """5 episodes of 5-way 1-shot with 2 augmentations: 10 images each.  Episodes are gathered until they hold
+    feature_batch images or more: batches of 20, 20, 10 for feature_batch 20; 30, 20 for 25; 10 each for 10."""
+    from metantk_nas.fsl.evaluate import episode_features
+
+    test = load_split(tiny_prepared, "test")
+    real = FeatureExtractor(PooledPixels(), CPU, 64)
+    for fb, expected in [(20, [20, 20, 10]), (25, [30, 20]), (10, [10] * 5)]:
+        sizes = []
+        sup_f, *_ = episode_features(lambda x: sizes.append(len(x)) or real(x), test,
+                                     ecfg(episodes=5, shots=(1,), feature_batch=fb), 1, progress=False)
+        assert sizes == expected and sup_f.shape == (5, 10, 48)
+
+
+def test_evaluate_reports_and_logs_its_numbers_by_hand(tiny_prepared, caplog, capsys):
+    """With channels_last off and the progress bar on: the mean is 100 x the per-episode mean rounded to 4
+    places; the log names the query images extracted and each setting's mean +- the t-based CI (t(0.975, 5) =
+    2.5706 for 6 episodes, from a table), the bar each shot setting."""
+    import logging
+
+    test = load_split(tiny_prepared, "test")
+    cfg = ecfg(episodes=6, channels_last=False)
+    with caplog.at_level(logging.INFO, logger="metantk_nas.fsl.evaluate"):
+        out = evaluate(PooledPixels(), test, cfg, CPU, progress=True)
+    bar = capsys.readouterr().err
+    used = np.unique(np.concatenate([EpisodeSampler(test.labels, 5, s, 4, 42 * 1000 + s).episode(i).query
+                                     for s in cfg.shots for i in range(6)]))
+    assert any(m.startswith(f"query features of {len(used)} test images: ") for m in caplog.messages)
+    for shots in cfg.shots:
+        per = np.array(out[f"{shots}shot"]["per_episode"])
+        assert out[f"{shots}shot"]["mean"] == round(100 * per.mean(), 4)
+        ci = 100 * 2.570581835636314 * per.std(ddof=1) / np.sqrt(6)
+        assert f"5-way {shots}-shot: {100 * per.mean():.2f} +- {ci:.2f} (95% CI, 6 episodes)" in caplog.messages
+        assert f"{shots}-shot support features" in bar

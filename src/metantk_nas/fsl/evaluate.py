@@ -183,7 +183,7 @@ def _newton_cg(zt: torch.Tensor, y1h: torch.Tensor, inv_c: float, iters: int, gt
                 break
             t = torch.where(bad[:, None, None], t * 0.5, t)
         else:  # no decrease within 30 halvings (converged to rounding, or a non-finite step): keep the iterate
-            t = torch.where(bad[:, None, None], torch.zeros_like(t), t)
+            step, dlogits = step.masked_fill(bad[:, None, None], 0.0), dlogits.masked_fill(bad[:, None, None], 0.0)
             lsm_new = torch.log_softmax(logits - t * dlogits, 1)
             f_new = torch.where(bad, f, f_new)
         theta, logits, lsm, f = theta - t * step, logits - t * dlogits, lsm_new, f_new
@@ -191,6 +191,9 @@ def _newton_cg(zt: torch.Tensor, y1h: torch.Tensor, inv_c: float, iters: int, gt
     if not exact:  # the iteration limit came first: probabilities of the float64 logits
         p = torch.softmax(_expand(torch.bmm(theta, zt.transpose(1, 2))), 1)
     return _expand(theta), p
+
+
+SUPPORT_LOGIT_TOL = 1e-3   # largest gap allowed between W's support logits and the fit's (1e-6 or less when sound)
 
 
 def fit_logreg_coefficients(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
@@ -213,8 +216,18 @@ def fit_logreg_coefficients(x: torch.Tensor, y: torch.Tensor, n_classes: int, C:
     zt[..., -1] = 1.0
     y1h = F.one_hot(y.long(), n_classes).double().transpose(1, 2)
     theta, prob = _newton_cg(zt, y1h, 1.0 / C, iters, gtol, cg_iters)
+    coef = C * (y1h - prob)
     b = theta[..., -1] - torch.einsum("ekr,er->ek", theta[..., :-1], zbar[:, 0])
-    return C * (y1h - prob), b
+    # W's support logits, coef (x x^T) + b = (coef z) z^T + b, against the fit's own: the map W = C (Y - P)^T x
+    # multiplies the fit's residual gradient by about C |x|^2, so a ridge far weaker than the features' scale
+    # (or a non-finite step) would give weights of another fit
+    off = (torch.bmm(torch.bmm(coef, low), low.transpose(1, 2)) + b[..., None] - torch.bmm(theta, zt.transpose(1, 2)))
+    worst = float(off.abs().amax())
+    if not worst <= SUPPORT_LOGIT_TOL:    # NaN too
+        raise FloatingPointError(f"the batched solver's weights miss its own fit by {worst:.2g} in a support logit "
+                                 f"(C = {C:g} is too weak a ridge for features of norm up to "
+                                 f"{float(x.norm(dim=-1).amax()):.3g}); set evaluate.solver: sklearn")
+    return coef, b
 
 
 def fit_logreg_batched(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
