@@ -234,6 +234,10 @@ def test_confidence_interval_uses_the_t_distribution():
     assert m == pytest.approx(acc.mean()) and sd == pytest.approx(acc.std())
     assert h == pytest.approx(1.96234 * acc.std(ddof=1) / np.sqrt(1000), rel=1e-5)  # t_{0.975, 999}
     assert h == pytest.approx(stats.sem(acc) * stats.t.ppf(0.975, 999))
+    m, sd, h = mean_confidence_interval(np.array([0.4, 0.6]))    # two episodes: t_{0.975, 1} = 12.7062 (a table)
+    assert (m, sd) == pytest.approx((0.5, 0.1)) and h == pytest.approx(12.7062 * 0.1, rel=1e-5)   # sem 0.1414 / sqrt 2
+    m, sd, h = mean_confidence_interval(np.array([0.7]))          # one episode: no interval
+    assert (m, sd) == (0.7, 0.0) and np.isnan(h)
 
 
 def test_batched_solver_matches_sklearn_on_real_features(trained, tiny_prepared):
@@ -287,14 +291,16 @@ def test_sklearn_reference_stops_where_scikit_learn_1_0_2_did():
     assert worst_legacy <= ORIGINAL_LBFGS_TOL < worst_default
 
 
-def _assert_reaches_sklearn_optimum(x: np.ndarray, y: np.ndarray, C: float = 1.0, atol: float = 1e-4) -> None:
-    """Our fit (in x's own dtype) against scikit-learn run to convergence on the same values in float64."""
+def _assert_reaches_sklearn_optimum(x: np.ndarray, y: np.ndarray, C: float | None = None, atol: float = 1e-4) -> None:
+    """Our fit (in x's own dtype) against scikit-learn run to convergence on the same values in float64; without C,
+    each side's default (scikit-learn's and the original's C = 1)."""
     from sklearn.linear_model import LogisticRegression
 
-    w, b = fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=C)
+    kw = {} if C is None else {"C": C}
+    w, b = fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, **kw)
     for e in range(len(x)):
         x64 = x[e].astype(np.float64)
-        clf = LogisticRegression(C=C, max_iter=20000, tol=1e-12).fit(x64, y[e])
+        clf = LogisticRegression(max_iter=20000, tol=1e-12, **kw).fit(x64, y[e])
         probs = torch.softmax(torch.as_tensor(x64) @ w[e].T + b[e], -1).numpy()
         assert np.allclose(probs, clf.predict_proba(x64), atol=atol)
 
@@ -668,21 +674,25 @@ def test_fit_predict_sklearn_calls_scikit_learn_as_the_original_did(monkeypatch)
     common = {"C": 0.5, "solver": "lbfgs", "max_iter": 1000, "random_state": 0}
     assert made == [{**common, "tol": 1e-4 / 25}, {**common, "tol": 1e-4}]
     assert fitted == [((25, 3), y.tolist())] * 2
+    made.clear()                                # evaluate.solver: sklearn runs it with the original's stopping rule
+    accuracies(torch.zeros(2, 25, 3), np.tile(y, (2, 1)), torch.zeros(4, 3), np.zeros((2, 4), int),
+               np.full((2, 4), 3), 5, 0.5, "sklearn")
+    assert made == [{**common, "tol": 1e-4 / 25}] * 2
 
 
 def test_float64_recheck_covers_the_margin_computed_by_hand():
     """Queries whose top two float32 logits are within 1e-4 (1 + |q| max_k |w_k| + max_k |b_k|) of each other
     are recomputed in float64, each episode with its own scale.  Episode 0: w_0 = (100, 100, 100, 100), w_1 the
     same but 99.9829 last, q = e_4: gap 0.0171 within 1e-4 (1 + 200) = 0.0201 (rechecked; a margin with the
-    largest column norm, 141.4, would be 0.0142 and miss it).  Episode 1: rows of norm 2, gap 4.5e-4 beyond its
-    own 1e-4 (1 + 2) = 3e-4 (not rechecked; episode 0's scale would take it)."""
+    largest column norm, 141.4, would be 0.0142 and miss it).  Episode 1: rows of norm 2, class 1 ahead by 4.5e-4,
+    beyond its own 1e-4 (1 + 2) = 3e-4 (not rechecked; episode 0's scale would take it)."""
     w = torch.tensor([[[100.0] * 4, [100.0] * 3 + [100 - 0.0171]],
-                      [[1.0] * 4, [1.0] * 3 + [1 - 4.5e-4]]], dtype=torch.float64)
+                      [[1.0] * 3 + [1 - 4.5e-4], [1.0] * 4]], dtype=torch.float64)
     b = torch.zeros(2, 2, dtype=torch.float64)
     q = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(2, 1, 4)
     asked = []
     pred = predict_batched(w, b, q, exact_w=lambda e: asked.append(e.tolist()) or w[e])
-    assert asked == [[0]] and pred.tolist() == [[0], [0]]
+    assert asked == [[0]] and pred.tolist() == [[0], [1]]
 
 
 def test_the_line_search_halves_an_overshooting_newton_step():
@@ -761,3 +771,29 @@ def test_evaluate_reports_and_logs_its_numbers_by_hand(tiny_prepared, caplog, ca
         ci = 100 * 2.570581835636314 * per.std(ddof=1) / np.sqrt(6)
         assert f"5-way {shots}-shot: {100 * per.mean():.2f} +- {ci:.2f} (95% CI, 6 episodes)" in caplog.messages
         assert f"{shots}-shot support features" in bar
+
+
+def test_support_augmentations_draw_from_the_seed_shots_and_episode_stream(tiny_prepared, monkeypatch):
+    """Episode i of a shot setting augments its support with the generator of (evaluate.seed, shots, i): another
+    seed, shot setting or episode draws other crops and flips."""
+    import metantk_nas.fsl.evaluate as ev
+
+    keys = []
+    real = ev.torch_gen
+    monkeypatch.setattr(ev, "torch_gen", lambda *k: keys.append(k) or real(*k))
+    extract = FeatureExtractor(PooledPixels(), CPU, 64)
+    ev.episode_features(extract, load_split(tiny_prepared, "test"), ecfg(episodes=3, seed=7), 5, progress=False)
+    assert keys == [(7, 5, 0), (7, 5, 1), (7, 5, 2)]
+
+
+def test_channels_last_puts_the_networks_conv_weights_in_that_layout():
+    """evaluate.channels_last (a speed switch, float32 either way): the extractor's network has its 4-D weights in
+    channels_last; off, in the default layout."""
+    from metantk_nas.nas.networks import EvalNet
+
+    def layouts(flag):
+        net = FeatureExtractor(EvalNet(random_genotype(0, 5), 4, 5, 3), CPU, 64, flag).model
+        convs = [p for p in net.parameters() if p.dim() == 4 and p.shape[2] > 1 and p.shape[1] > 1]
+        return {p.is_contiguous(memory_format=torch.channels_last) for p in convs}, \
+            {p.is_contiguous() for p in convs}
+    assert layouts(True) == ({True}, {False}) and layouts(False) == ({False}, {True})

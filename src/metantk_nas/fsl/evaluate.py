@@ -196,7 +196,7 @@ def _newton_cg(zt: torch.Tensor, y1h: torch.Tensor, inv_c: float, iters: int, gt
 SUPPORT_LOGIT_TOL = 1e-3   # largest gap allowed between W's support logits and the fit's (1e-6 or less when sound)
 
 
-def fit_logreg_coefficients(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float = 1.0, iters: int = 50,
+def fit_logreg_coefficients(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float, iters: int = 50,
                             gtol: float = 1e-9, cg_iters: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit E independent problems min_W,b sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C), W = coef x.
 
