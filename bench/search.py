@@ -79,7 +79,7 @@ def main():
         search.scorer.reinit_kernel_net(0)
         if mode == "round-batched":
             search.scorer._pass_networks = args.networks or None
-            per_pass = search.scorer.networks_per_pass(30)
+            per_pass = search.scorer.networks_per_pass()
             mode = f"round-batched ({per_pass} networks per pass)"
         with PeakMemory(dev) as mem:
             t0 = time.perf_counter()

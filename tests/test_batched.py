@@ -236,7 +236,10 @@ def test_networks_per_pass_follows_the_memory_budget(tiny_prepared):
     per_network = 2 * total * 10
     for mb in (1, 64, 4096):
         s = Scorer(replace(cfg, batch_memory_mb=mb, batch_candidates=True), train, torch.device("cpu"))
-        assert s.networks_per_pass(10) == max(1, mb * 2 ** 20 // per_network)
+        assert s.networks_per_pass() == max(1, mb * 2 ** 20 // per_network)
         # a pass holds networks of kernel_group samples: 1 task x (5 supports + 5 queries) = 10 here
         assert s.pass_size() == (max(1, mb * 2 ** 20 // per_network) if s.batchable() else 1)
     assert Scorer(replace(cfg, batch_memory_mb=4096, batch_candidates=True), train, torch.device("cpu")).batchable()
+    # grad_dtype float64: the same outputs at 8 bytes each, twice the float32 count above
+    s = Scorer(replace(cfg, batch_memory_mb=64, batch_candidates=True, grad_dtype="float64"), train, torch.device("cpu"))
+    assert s.networks_per_pass() == max(1, 64 * 2 ** 20 // (2 * per_network))

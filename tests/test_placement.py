@@ -51,7 +51,8 @@ def test_search_kernels_follow_the_scorers_device(method, tiny_prepared):
         else:
             assert scorer.ntk_kernel(cand, inputs).device == META
     assert all(p.device == META for p in scorer.kernel_net.parameters())
-    assert scorer.networks_per_pass(6) >= 1   # its memory probe: a one-sample forward on the device
+    assert scorer.networks_per_pass() >= 1   # its memory probe: a one-sample forward on the device
+    assert all(x.device == META for x in scorer.keyed_region_inputs(0, 1))   # the linear-region patches too
 
 
 @pytest.mark.parametrize("backend", ["fast", "coupled"])

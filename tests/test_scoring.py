@@ -337,3 +337,69 @@ def test_batched_conditions_use_nan_condition_and_refuse_unequal_networks(tiny_p
         short = replace(inputs, x=inputs.x[:-1]) if method == "metantk" else inputs[:-1]
         with pytest.raises(ValueError, match="^batched kernels need the same number of samples in every network$"):
             scorer.batched_conditions([nets[0], (m, short, h)])
+
+
+def test_every_draw_of_a_scoring_comes_from_its_own_stream(tiny_prepared, monkeypatch):
+    """The scorer's random draws for one key (here (1, 2)) of seed 3, 5 cells, each from the stream (seed, cells,
+    *key, id): the kernel network's init without an id, the kernel batch 1 (numpy: its tasks) and 2 (torch: its
+    crops), the head 3, the thin network 4, the region inputs 5 (numpy) and 6 (torch).  Another seed, cell count
+    or key is another stream for every one of them, and no two draws share one."""
+    torch_keys, numpy_keys = [], []
+    real_torch, real_numpy = scoring.torch_gen, np.random.default_rng
+    monkeypatch.setattr(scoring, "torch_gen", lambda *k: torch_keys.append(k) or real_torch(*k))
+    monkeypatch.setattr(np.random, "default_rng", lambda k=None: numpy_keys.append(list(k)) or real_numpy(k))
+    scorer = Scorer(replace(small_cfg(), seed=3), load_split(tiny_prepared, "train"), torch.device("cpu"))
+    torch_keys.clear(), numpy_keys.clear()                     # the constructor's own draws are not at issue here
+    scorer.reinit_kernel_net(1, 2)
+    scorer.kernel_inputs(1, 2)
+    scorer.new_head(1, 2)
+    scorer.reinit_thin(1, 2)
+    scorer.keyed_region_inputs(1, 2)
+    assert torch_keys == [(3, 5, 1, 2), (3, 5, 1, 2, 2), (3, 5, 1, 2, 3), (3, 5, 1, 2, 4), (3, 5, 1, 2, 6)]
+    assert [k for k in numpy_keys if k[:2] == [3, 5]] == [[3, 5, 1, 2, 1], [3, 5, 1, 2, 5]]   # not the sampler's own
+
+
+def test_region_inputs_from_a_split_smaller_than_their_batch_repeat_images():
+    """More region samples than training images (a tiny dataset): drawn with replacement, as TE-NAS's loader
+    cycles, rather than refused."""
+    from metantk_nas.config import LinearRegionSpec
+
+    train = _grey_split(n_classes=5, per_class=2)
+    scorer = Scorer(replace(small_cfg("linreg"), linear_regions=LinearRegionSpec(batch=12, batches=1, patch=3,
+                                                                                 resize=8)), train, torch.device("cpu"))
+    (x,) = scorer.region_inputs(np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert x.shape == (12, 1, 3, 3)
+
+
+@pytest.mark.parametrize("backend", ["fast", "opacus", "coupled"])
+def test_the_configured_backend_and_chunk_compute_the_per_sample_gradients(tiny_prepared, monkeypatch, backend):
+    """search.ntk_backend and search.ntk_chunk reach the per-sample gradients as configured (opacus is the
+    reference a user picks to check the fast backend: it must be the one that runs); norm: batchnorm takes the
+    coupled backend whatever is configured (train-mode BatchNorm couples the samples)."""
+    calls = []
+    real = scoring.per_sample_grads
+    monkeypatch.setattr(scoring, "per_sample_grads",
+                        lambda net, x, names, b, chunk=None, **kw: calls.append((b, chunk)) or real(net, x, names, b,
+                                                                                                   chunk, **kw))
+    train = load_split(tiny_prepared, "train")
+    for norm, expected in (("none", backend), ("batchnorm", "coupled")):
+        cfg = replace(small_cfg("tenas"), ntk_backend=backend, ntk_chunk=5, **({"norm": norm} if norm != "none" else {}))
+        scorer = Scorer(cfg, train, torch.device("cpu"))
+        calls.clear()
+        scorer.ntk_kernel(initial_mask(cfg.ops), scorer.kernel_inputs(0, 0, 0))
+        assert calls == [(expected, 5)]
+
+
+def test_anil_scores_a_network_whose_body_adds_nothing_as_the_originals_sentinel(tiny_prepared, monkeypatch):
+    """ANIL where the body adds nothing to Theta (all-zero features: Theta is the head's own kernel K): the MetaNTK
+    is undefined (None) and the original scores the network 1e5 (here fidelity.nan_condition = 123)."""
+    cfg = replace(small_cfg(), kernel=KernelSpec("anil", 1.0, 1e-5),
+                  fidelity=FidelitySwitches(nan_condition=123.0, fresh_batch_per_candidate=False))
+    scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
+    inputs, head = scorer.kernel_inputs(0, 0, 0), scorer.new_head(0, 0, 0)
+    head_grads = torch.randn(len(inputs.x), 5, 7, generator=torch.Generator().manual_seed(0))
+    k_head = torch.einsum("nij,mij->nm", head_grads.double(), head_grads.double())   # <phi, phi'> by hand
+    k, phi = scorer._inner_and_metantk(k_head.clone(), head_grads, inputs)
+    assert phi is None and torch.allclose(k, k_head)
+    monkeypatch.setattr(scorer, "metantk_kernels", lambda *a: (k_head, k_head, None))
+    assert scorer.metantk_condition(initial_mask(cfg.ops), inputs, head) == 123.0

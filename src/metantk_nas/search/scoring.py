@@ -8,7 +8,7 @@ function).  Randomness is explicit: every draw takes a ``numpy`` generator or ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -229,19 +229,19 @@ class Scorer:
         when at least two networks fit in ``batch_memory_mb``: one alone is the one-by-one path, which also
         bounds its memory by ``ntk_chunk``."""
         return (self.cfg.batch_candidates and self.kernel_net is not None and self.cfg.norm != "batchnorm"
-                and self.cfg.ntk_backend == "fast" and self.networks_per_pass(self.kernel_group()) >= 2)
+                and self.cfg.ntk_backend == "fast" and self.networks_per_pass() >= 2)
 
     def pass_size(self) -> int:
         """Networks per kernel pass this search uses: 1 (one by one: the default, ``batch_candidates: false``) or,
         round-batched, :meth:`networks_per_pass`.  A search's numbers are reproducible for a fixed pass size only:
         a BLAS may take another path for another batch shape, which moves float32 kernels in their last bits
         (enough to flip a rank after dK is rounded).  Recorded in search.json, its provenance and the search state."""
-        return self.networks_per_pass(self.kernel_group()) if self.batchable() else 1
+        return self.networks_per_pass() if self.batchable() else 1
 
-    def networks_per_pass(self, group: int) -> int:
-        """How many networks of ``group`` samples one pass holds within ``search.batch_memory_mb``: estimated from
-        the bytes of every module output of a one-sample forward pass (what autograd keeps), twice (the
-        activations and their cotangents).  Analytic, so the same on every machine for one config."""
+    def networks_per_pass(self) -> int:
+        """How many networks of :meth:`kernel_group` samples one pass holds within ``search.batch_memory_mb``:
+        estimated from the bytes of every module output of a one-sample forward pass (what autograd keeps), twice
+        (the activations and their cotangents).  Analytic, so the same on every machine for one config."""
         if self._pass_networks is None:
             assert self.kernel_net is not None
             total = [0]
@@ -259,7 +259,7 @@ class Scorer:
             finally:
                 for h in handles:
                     h.remove()
-            per_network = 2 * total[0] * group
+            per_network = 2 * total[0] * self.kernel_group()
             self._pass_networks = max(1, int(self.cfg.batch_memory_mb * 2 ** 20 // per_network))
         return self._pass_networks
 
@@ -268,7 +268,7 @@ class Scorer:
         going through shared forward/backward passes with per-sample masks, at most :meth:`networks_per_pass`
         at a time."""
         group = len(nets[0][1].x if isinstance(nets[0][1], KernelBatch) else nets[0][1])
-        per = self.networks_per_pass(group)
+        per = self.networks_per_pass()
         return [c for i in range(0, len(nets), per) for c in self._pass_conditions(nets[i:i + per], group)]
 
     def _pass_conditions(self, nets: list[tuple[np.ndarray, KernelBatch | torch.Tensor, nn.Linear | None]],
@@ -350,8 +350,3 @@ class Scorer:
     def region_delta(self, origin: np.ndarray, candidate: np.ndarray, *key: int) -> float:
         inputs = self.keyed_region_inputs(*key)
         return relative_change(self.regions(origin, inputs), self.regions(candidate, inputs), self.cfg.precision)
-
-
-def mean_over_repeats(fn: Callable[[int], float], repeats: int) -> float:
-    return float(np.mean([fn(r) for r in range(repeats)]))
-
