@@ -366,6 +366,13 @@ class PooledPixels(torch.nn.Module):
         return torch.nn.functional.avg_pool2d(x, 4).flatten(1)
 
 
+def _queried_images(test, shots, episodes):
+    """The test images the first ``episodes`` episodes of each shot setting query, sorted: the episodes of
+    evaluate.seed 42 (sampler seed 42 * 1000 + shots), 5-way, 4 queries per class, as ecfg() sets them."""
+    return np.unique(np.concatenate([EpisodeSampler(test.labels, 5, s, 4, 42 * 1000 + s).episode(i).query
+                                     for s in shots for i in range(episodes)]))
+
+
 def test_evaluate_end_to_end_against_scikit_learn_on_its_own_episodes(tiny_prepared, monkeypatch):
     """The stage function itself: above chance on separable features; its mean is 100 x the mean of its
     per-episode accuracies; every episode's accuracy is scikit-learn's (run to convergence) on the same
@@ -413,8 +420,7 @@ def test_evaluate_end_to_end_against_scikit_learn_on_its_own_episodes(tiny_prepa
     assert out["5shot"]["mean"] > out["1shot"]["mean"]
     seen.clear()                                # one episode: only its query images are extracted
     evaluate(PooledPixels(), test, replace(cfg, episodes=1), CPU, progress=False)
-    one = np.unique(np.concatenate([EpisodeSampler(test.labels, 5, s, 4, 42 * 1000 + s).episode(0).query
-                                    for s in cfg.shots]))
+    one = _queried_images(test, cfg.shots, 1)
     assert len(seen[0][2]) == len(one) < len(test.labels)
     assert torch.allclose(seen[0][2], expected_q[one], atol=1e-6)
 
@@ -762,8 +768,7 @@ def test_evaluate_reports_and_logs_its_numbers_by_hand(tiny_prepared, caplog, ca
     with caplog.at_level(logging.INFO, logger="metantk_nas.fsl.evaluate"):
         out = evaluate(PooledPixels(), test, cfg, CPU, progress=True)
     bar = capsys.readouterr().err
-    used = np.unique(np.concatenate([EpisodeSampler(test.labels, 5, s, 4, 42 * 1000 + s).episode(i).query
-                                     for s in cfg.shots for i in range(6)]))
+    used = _queried_images(test, cfg.shots, 6)
     assert any(m.startswith(f"query features of {len(used)} test images: ") for m in caplog.messages)
     for shots in cfg.shots:
         per = np.array(out[f"{shots}shot"]["per_episode"])

@@ -382,8 +382,8 @@ def test_the_configured_backend_and_chunk_compute_the_per_sample_gradients(tiny_
                         lambda net, x, names, b, chunk=None, **kw: calls.append((b, chunk)) or real(net, x, names, b,
                                                                                                    chunk, **kw))
     train = load_split(tiny_prepared, "train")
-    for norm, expected in (("none", backend), ("batchnorm", "coupled")):
-        cfg = replace(small_cfg("tenas"), ntk_backend=backend, ntk_chunk=5, **({"norm": norm} if norm != "none" else {}))
+    for change, expected in (({}, backend), ({"norm": "batchnorm"}, "coupled")):
+        cfg = replace(small_cfg("tenas"), ntk_backend=backend, ntk_chunk=5, **change)
         scorer = Scorer(cfg, train, torch.device("cpu"))
         calls.clear()
         scorer.ntk_kernel(initial_mask(cfg.ops), scorer.kernel_inputs(0, 0, 0))

@@ -183,7 +183,8 @@ def _newton_cg(zt: torch.Tensor, y1h: torch.Tensor, inv_c: float, iters: int, gt
                 break
             t = torch.where(bad[:, None, None], t * 0.5, t)
         else:  # no decrease within 30 halvings (converged to rounding, or a non-finite step): keep the iterate
-            step, dlogits = step.masked_fill(bad[:, None, None], 0.0), dlogits.masked_fill(bad[:, None, None], 0.0)
+            rejected = bad[:, None, None]
+            step, dlogits = step.masked_fill(rejected, 0.0), dlogits.masked_fill(rejected, 0.0)
             lsm_new = torch.log_softmax(logits - t * dlogits, 1)
             f_new = torch.where(bad, f, f_new)
         theta, logits, lsm, f = theta - t * step, logits - t * dlogits, lsm_new, f_new
