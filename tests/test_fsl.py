@@ -354,7 +354,7 @@ def test_batched_solver_handles_repeated_support_vectors():
     y = np.tile(np.repeat(np.arange(5), 5), (2, 1))
     _assert_reaches_sklearn_optimum(x, y)
     x[1, 3, 0] = np.nan
-    with pytest.raises(FloatingPointError, match="non-finite"):
+    with pytest.raises(FloatingPointError, match="^non-finite support features$"):
         fit_logreg_batched(torch.as_tensor(x), torch.as_tensor(y), 5, C=1.0)
 
 
@@ -802,3 +802,19 @@ def test_channels_last_puts_the_networks_conv_weights_in_that_layout():
         return {p.is_contiguous(memory_format=torch.channels_last) for p in convs}, \
             {p.is_contiguous() for p in convs}
     assert layouts(True) == ({True}, {False}) and layouts(False) == ({False}, {True})
+
+
+def test_a_fit_stopped_by_its_iteration_limit_returns_each_samples_class_probabilities():
+    """One Newton step (iters=1, still in the float32 phase): the probabilities returned are each support
+    sample's softmax over the 5 classes of theta's logits, computed here, summing to 1 over the classes."""
+    import torch.nn.functional as F
+
+    from metantk_nas.fsl.evaluate import _newton_cg
+
+    z = torch.as_tensor(np.random.default_rng(0).normal(size=(2, 25, 6)))
+    zt = torch.cat([z, torch.ones(2, 25, 1, dtype=torch.float64)], -1)
+    y1h = F.one_hot(torch.arange(5).repeat_interleave(5).expand(2, 25), 5).double().transpose(1, 2)
+    theta, p = _newton_cg(zt, y1h, 1.0, 1, 1e-9, 200)
+    logits = torch.einsum("ekr,enr->ekn", theta, zt)
+    assert torch.allclose(p, logits.exp() / logits.exp().sum(1, keepdim=True), atol=1e-12)
+    assert torch.allclose(p.sum(1), torch.ones(2, 25, dtype=torch.float64))
