@@ -818,3 +818,23 @@ def test_a_fit_stopped_by_its_iteration_limit_returns_each_samples_class_probabi
     logits = torch.einsum("ekr,enr->ekn", theta, zt)
     assert torch.allclose(p, logits.exp() / logits.exp().sum(1, keepdim=True), atol=1e-12)
     assert torch.allclose(p.sum(1), torch.ones(2, 25, dtype=torch.float64))
+
+
+def test_accuracies_recheck_near_ties_with_the_fits_float64_weights(monkeypatch):
+    """The batched accuracies hand predict_batched float32 weights (K - 1 rows) and, for the float64 recheck of
+    near-ties, the float64 W of the same fit: fit_logreg_batched's, episode by episode."""
+    import metantk_nas.fsl.evaluate as ev
+
+    x = np.random.default_rng(0).normal(size=(2, 25, 12))
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    sup = torch.as_tensor(x, dtype=torch.float32)
+    y = np.tile(np.repeat(np.arange(5), 5), (2, 1))
+    exact = []
+    real = ev.predict_batched
+    monkeypatch.setattr(ev, "predict_batched", lambda w, b, q, qn, exact_w, **kw: exact.append(exact_w) or
+                        real(w, b, q, qn, exact_w, **kw))
+    accuracies(sup, y, sup.reshape(50, 12), np.arange(50).reshape(2, 25), y, 5, 1.0, "batched", workers=1)
+    w64, _ = fit_logreg_batched(sup, torch.as_tensor(y), 5, C=1.0)
+    assert len(exact) == 1 and exact[0] is not None
+    assert exact[0](torch.tensor([1])).dtype == torch.float64
+    assert torch.allclose(exact[0](torch.tensor([1, 0])), w64[[1, 0]], rtol=1e-12, atol=1e-14)
