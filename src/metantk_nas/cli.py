@@ -8,7 +8,7 @@ import os
 import resource
 import signal
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from .config import METHODS, load_config
 from .errors import PipelineError
@@ -133,19 +133,27 @@ def granted_gpu(env: Mapping[str, str]) -> str | None:
     return None
 
 
-def resolve_device(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None) -> "torch.device":  # noqa: F821
+def resolve_device(cfg: Mapping[str, Any], env: MutableMapping[str, str] | None = None) -> "torch.device":  # noqa: F821
     """``device`` of the config: ``cpu``; ``cuda``; or ``auto``, CUDA where torch has it. A job that asks for CUDA,
     or one the scheduler gave a GPU (``GPU_ENV`` in ``env``, default the process's), while torch has no CUDA fails
-    with one line instead of running 20-50x slower on the CPU; ``device: cpu`` runs such a job on the CPU.  On CUDA
-    the config's ``deterministic`` applies (:func:`set_determinism`)."""
+    with one line instead of running 20-50x slower on the CPU; ``device: cpu`` runs such a job on the CPU.  Before
+    CUDA starts, a job on a machine with several GPUs and no scheduler takes one of them for itself
+    (:func:`metantk_nas.gpus.claim_gpu`).  On CUDA the config's ``deterministic`` and ``tf32`` apply
+    (:func:`set_determinism`, :func:`set_float32`)."""
     import torch
 
+    from .gpus import claim_gpu
+
+    env = os.environ if env is None else env
     want = cfg["device"]
+    if want != "cpu" and torch.version.cuda is not None:
+        claim_gpu(env)   # sets CUDA_VISIBLE_DEVICES, so before the first torch.cuda call
     if want == "cpu" or torch.cuda.is_available():
         device = torch.device("cpu" if want == "cpu" else "cuda")
         set_determinism(cfg.get("deterministic", True), device)
+        set_float32(cfg.get("tf32", False), device)
         return device
-    granted = granted_gpu(os.environ if env is None else env)
+    granted = granted_gpu(env)
     if want == "cuda" or granted:
         from .errors import ConfigError
 
@@ -157,21 +165,41 @@ def resolve_device(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None)
     return torch.device("cpu")
 
 
+def set_float32(tf32: bool, device: "torch.device") -> None:  # noqa: F821
+    """``tf32`` of the config, on CUDA: false (the default) computes matrix products and convolutions in IEEE
+    float32, as the paper's V100 did; torch's own default lets cuDNN's convolutions use TF32 (10-bit mantissas) on
+    Ampere and later GPUs, which moves the search's kernels and so its rounded dK.  true allows TF32 in both (faster,
+    not the paper's arithmetic).  Set through torch's per-backend ``fp32_precision`` flags (torch >= 2.9; the
+    legacy ``allow_tf32`` flags must not be mixed with them).  The CPU is untouched."""
+    import torch
+
+    if device.type != "cuda":
+        return
+    precision = "tf32" if tf32 else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+    torch.backends.cudnn.rnn.fp32_precision = precision
+
+
 CUBLAS_WORKSPACE = ":4096:8"   # cuBLAS's deterministic workspace setting (CUDA >= 10.2)
 
 
 def set_determinism(mode: bool | str, device: "torch.device") -> None:  # noqa: F821
     """``deterministic`` of the config, on CUDA (on the CPU every stage is deterministic as it is, tested byte for
     byte): ``true`` sets ``CUBLAS_WORKSPACE_CONFIG`` (unless the environment has one), turns cuDNN's autotuner off and
-    asks torch for its deterministic algorithms, with a logged warning where an op has none; ``"strict"`` makes such
-    an op an error; ``false`` leaves torch's defaults (faster convolutions, run-to-run differences in the last bits)."""
+    asks torch for its deterministic algorithms (without filling uninitialised memory), with a logged warning where an
+    op has none; ``"strict"`` makes such an op an error; ``false`` leaves torch's defaults (faster convolutions, run-to-run differences in the last bits)."""
     import torch
+    import torch.utils.deterministic
 
     if device.type != "cuda" or mode is False:
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=mode != "strict")
+    # which torch also takes as an order to fill every torch.empty with NaN (a memset per allocation): run-to-run
+    # determinism does not need it, since no result reads uninitialised memory
+    torch.utils.deterministic.fill_uninitialized_memory = False
     logging.captureWarnings(True)   # torch's "does not have a deterministic implementation" warnings into the log
 
 
