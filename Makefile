@@ -18,13 +18,15 @@ CHUNKING_THREADS ?= 2
 # doubled the demo and the suite there (docs/scaling.md)
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test test-quick gpu-check clean-demo help
+.PHONY: install demo test test-quick gpu-check wheelhouse clean-demo help
 
 help:
 	@echo "make demo   - install and run the smoke pipeline -> results/smoke/tables/table{1,2}.tex"
 	@echo "make test   - install and run the test suite (what CI runs: SLURM, DVC, TeX included)"
 	@echo "make test-quick - unit, independent-reference and fidelity tests only (no Snakemake/DVC/SLURM runs)"
 	@echo "make gpu-check - the CUDA path in one command (a CUDA torch first: README); GPU_CHECK=\"--device cpu --size tiny\" on a CPU"
+	@echo "                 PY=/path/to/python3: with that interpreter's own torch, installing nothing; WHEELS=dir: a wheelhouse"
+	@echo "make wheelhouse PYVER=3.12 [HAVE=freeze.txt] - the wheels gpu-check needs besides torch, for an offline machine"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,10 +58,24 @@ test-quick: $(STAMP)
 	TEST_THREADS=1 $(PY) -m pytest $(XDIST) -m "not integration and not sweep" $(PYTEST_ARGS)
 
 # the CUDA path in one command: the tiny DAG on the GPU, the stage scripts at paper size, the benchmarks
-# (bench/gpu_check.py); GPU_CHECK="--device cpu --size tiny" runs the same on a CPU, as CI does
+# (bench/gpu_check.py); GPU_CHECK="--device cpu --size tiny" runs the same on a CPU, as CI does.
+# PY=/path/to/python3: an interpreter of your own (a CUDA torch), no .venv, nothing installed; WHEELS=dir: what it
+# lacks, from a wheelhouse (make wheelhouse), installed with --no-index into .gpu-check-env/ over its packages
 GPU_CHECK ?= --device cuda --size paper
-gpu-check: $(STAMP)
-	$(PY) bench/gpu_check.py $(GPU_CHECK)
+ifeq ($(origin PY),command line)
+GPU_CHECK_DEPS :=
+else
+GPU_CHECK_DEPS := $(STAMP)
+endif
+gpu-check: $(GPU_CHECK_DEPS)
+	$(PY) bench/gpu_check.py $(if $(WHEELS),--wheels $(WHEELS)) $(GPU_CHECK)
+
+# the wheels `make gpu-check WHEELS=...` needs besides torch, for a GPU machine with no package index: run it where
+# there is one. PYVER: that machine's Python; HAVE: its `pip list --format=freeze`, to fetch only what it lacks
+PYVER      ?= $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WHEELHOUSE ?= wheelhouse
+wheelhouse:
+	$(PYTHON) bench/wheelhouse.py --python-version $(PYVER) --out $(WHEELHOUSE) $(if $(HAVE),--have $(HAVE))
 
 clean-demo:
 	rm -rf results/smoke data/prepared-smoke .snakemake

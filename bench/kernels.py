@@ -19,7 +19,8 @@ import ctypes
 import gc
 import os
 import threading
-import time
+
+import benchlib  # first: src/ on the path
 
 import numpy as np
 import torch
@@ -31,12 +32,6 @@ from metantk_nas.kernels.ntk import gram_from_grads, kernel_parameter_names, ntk
 from metantk_nas.nas.networks import LogitsNet, SuperNet, full_mask, thin_supernet
 
 
-def timed(fn, reps):
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        out = fn()
-    return (time.perf_counter() - t0) / reps, out
 
 
 class PeakMemory:
@@ -146,16 +141,17 @@ def main():
                          ("(b) backend opacus, one kernel", lambda: ntk_opacus(ln, x, names)),
                          ("(c) floor: forward+backward", floor)):
             with PeakMemory(dev) as mem:
-                t = timed(fn, args.reps)[0]
-            rows[name] = (t, mem.peak)
+                t = benchlib.timed(fn, args.reps)[0]
+            rows[name] = (t.mean_s, mem.peak, t.warmup_s)
         thin = thin_supernet(1, 64).to(dev).train()
         xs = [torch.randn(1000, 1, 3, 3, device=dev) for _ in range(3)]
-        lr_t, _ = timed(lambda: [count_unique_patterns(activation_patterns(lambda z: thin(z, m), relu_modules(thin), xs))
+        lr_t, _ = benchlib.timed(lambda: [count_unique_patterns(activation_patterns(lambda z: thin(z, m), relu_modules(thin), xs))
                                  for m in (mask, cand)], args.reps)
         print(f"\n{cells} cells, {inner.upper()} kernel")
-        for name, (t, mem) in rows.items():
-            print(f"  {name:<42} {t:8.3f} s   peak +{mem:7.0f} MB")
-        print(f"  {'linear regions, origin+candidate (3000 inputs)':<42} {lr_t:8.3f} s")
+        for name, (t, mem, warm) in rows.items():
+            print(f"  {name:<42} {t:8.3f} s   peak +{mem:7.0f} MB   (warm-up call {warm:.3f} s, not counted)")
+        print(f"  {'linear regions, origin+candidate (3000 inputs)':<42} {lr_t.mean_s:8.3f} s   "
+              f"(warm-up call {lr_t.warmup_s:.3f} s, not counted)")
         o = rows["(a) original procedure (opacus)"][0]
         print(f"  ratio original/ours (a): {o / rows['(a) ours: mask + fast, origin+candidate'][0]:.2f}x; "
               f"with shared origin: {o / rows['(a) ours, origin shared'][0]:.2f}x")

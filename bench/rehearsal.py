@@ -12,7 +12,8 @@ uint8, `labels`, `catname2label`) with 64/16/20 classes of 600 images, written b
                     exits 75 as a preempted search); full stage = start-up + every candidate at round 0's cost
                     (an upper bound: later rounds have fewer ops alive)
   train             --steps steps at the paper batch (`--stop-after`, exit 75); full stage = start-up + the recipe's
-                    epochs x steps per epoch at the measured cost per step
+                    epochs x steps per epoch at the cost per step measured after --warmup-steps (default 20 after 5:
+                    the first steps carry cuDNN's algorithm search and the allocator's growth)
   evaluate          --episodes episodes per shot setting on the trained weights; full stage = start-up + the query
                     features of every test image the paper's episodes query, at the measured cost per image + the
                     per-episode part (support features, solver) times evaluate.episodes
@@ -36,14 +37,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
+import time  # noqa: F401  (time.strftime)
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from benchlib import ROOT, clock, stage_env  # first: src/ on the path, a clock that waits for the GPU
 
 from metantk_nas.config import eval_config, load_config, search_config, train_config  # noqa: E402
 from metantk_nas.data.readers import MINI_FILES  # noqa: E402
@@ -54,6 +54,7 @@ log = logging.getLogger("rehearsal")
 PEAK = re.compile(r"peak memory: RSS (\d+) MiB(?:, CUDA (\d+) MiB allocated \((\d+) MiB reserved\))?")
 QUERY = re.compile(r"query features of (\d+) test images: ([\d.]+) s")
 SHOT = re.compile(r"(\d+)-shot, (\d+) episodes: support features ([\d.]+) s, solver ([\d.]+) s")
+UNIT_DONE = re.compile(r"--stop-after: .+? (\d+) of \d+ done at ([\d.]+) s")
 SIZES = {"paper": 600, "tiny": 20}   # images per class (tiny: 5 shots + the smoke config's 15 queries)
 SEED, PUBLISHED = 0, "metanas_in_v2"
 
@@ -79,7 +80,7 @@ def write_mini_pickles(raw: Path, per_class: int) -> float:
     spec = SyntheticSpec(images_per_class=per_class, image_size=84)
     if marker.exists() and json.loads(marker.read_text()) == asdict(spec):
         return 0.0
-    t0 = time.perf_counter()
+    t0 = clock()
     raw.mkdir(parents=True, exist_ok=True)
     offset = 0
     for split, raw_split in generate(spec).items():
@@ -93,18 +94,32 @@ def write_mini_pickles(raw: Path, per_class: int) -> float:
         tmp.replace(raw / MINI_FILES[split])
         offset += n
     marker.write_text(json.dumps(asdict(spec)))
-    return time.perf_counter() - t0
+    return clock() - t0
+
+
+def unit_times(text: str) -> list[float]:
+    """The ``--stop-after`` log lines' times: element k-1 is when unit k ended (seconds since the run started it)."""
+    return [float(t) for _, t in sorted((int(k), t) for k, t in UNIT_DONE.findall(text))]
+
+
+def per_unit(times: list[float], warmup: int) -> tuple[float, int, str]:
+    """Seconds per unit after ``warmup`` units (the first steps carry cuDNN's algorithm search and the allocator's
+    growth), how many units that is, and how it was computed; every unit where there are no more than ``warmup``."""
+    n = len(times)
+    if n > warmup > 0:
+        per = (times[-1] - times[warmup - 1]) / (n - warmup)
+        return per, n - warmup, f"{n - warmup} after {warmup} warm-up ({times[warmup - 1]:.1f} s, not counted)"
+    return times[-1] / n, n, f"all {n} (no warm-up excluded: --steps <= --warmup-steps)"
 
 
 def run_stage(cmd: list[str], log_path: Path) -> tuple[int, float, float, float | None, str]:
     """Run one stage script; exit status, wall seconds, peak RSS and peak CUDA memory reserved (MiB, from the
     stage's last log line: its VmHWM, counted from its exec) and its log."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    t0 = time.perf_counter()
+    env = {**stage_env(), "PYTHONUNBUFFERED": "1"}
+    t0 = clock()
     with open(log_path, "w") as out:
         rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
-    wall = time.perf_counter() - t0
+    wall = clock() - t0
     text = log_path.read_text()
     peak = PEAK.findall(text)
     if not peak:
@@ -196,13 +211,14 @@ def rehearse(args: argparse.Namespace) -> list[StageRun]:
     expect(rc, EXIT_REQUEUE, "train", text)
     import torch
     ck = torch.load(train_out / "checkpoints" / "ckpt_last.pt", map_location="cpu", weights_only=True)
-    steps, in_work = int(ck["step"]), float(ck["epoch_seconds"])
+    times = unit_times(text)
     tc = train_config(cfg, "mini", cells, SEED)
     per_epoch = counts["train"] // tc.batch_size
-    per = in_work / steps
-    record("train", f"{steps} steps of {per_epoch * tc.epochs} (batch {tc.batch_size})", rc, wall, rss, cuda,
-           wall - in_work + per_epoch * tc.epochs * per,
-           f"start-up {wall - in_work:.1f} s + {tc.epochs} x {per_epoch} x {per:.2f} s")
+    per, _, how = per_unit(times, args.warmup_steps)
+    startup = wall - times[-1]
+    record("train", f"{len(times)} steps of {per_epoch * tc.epochs} (batch {tc.batch_size})", rc, wall, rss, cuda,
+           startup + per_epoch * tc.epochs * per,
+           f"start-up {startup:.1f} s + {tc.epochs} x {per_epoch} x {per:.3f} s per step ({how})")
     torch.save(ck["model"], train_out / "model.pt")
 
     # evaluate: E episodes per shot setting on those weights
@@ -242,11 +258,11 @@ def ratios(work: Path, device: str) -> str:
     for what, script, extra in RATIO_BENCHES:
         cmd = [sys.executable, script, "--device", device, *[a.format(prepared=work / "prepared/mini") for a in extra]]
         log.info("ratio, %s: %s", what, " ".join(cmd[1:]))
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        t0 = clock()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=stage_env())
         if proc.returncode != 0:
             raise SystemExit(f"rehearsal: {script} failed:\n{proc.stderr[-3000:]}")
-        out.append(f"`{' '.join(cmd[1:])}` ({time.perf_counter() - t0:.0f} s):\n\n```\n{proc.stdout.strip()}\n```\n")
+        out.append(f"`{' '.join(cmd[1:])}` ({clock() - t0:.0f} s):\n\n```\n{proc.stdout.strip()}\n```\n")
     return "\n".join(out)
 
 
@@ -285,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     p.add_argument("--cells", type=int, choices=[5, 8], default=5, help="cells of the searched and trained networks")
     p.add_argument("--candidates", type=int, default=2, help="search candidates of round 0 to run (default 2)")
-    p.add_argument("--steps", type=int, default=3, help="training steps to run (default 3)")
+    p.add_argument("--steps", type=int, default=25, help="training steps to run (default 25)")
+    p.add_argument("--warmup-steps", type=int, default=5,
+                   help="of those, the first ones left out of the time per step (default 5: 20 timed after 5)")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per shot setting (default 100)")
     p.add_argument("--work", default=None, help="data and outputs (default /tmp/metantk-rehearsal-<size>)")
     p.add_argument("--ratios", action="store_true",
@@ -298,13 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     import platform
 
     import torch
-    t0 = time.perf_counter()
+    t0 = clock()
     runs = rehearse(args)
     machine = (f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), torch {torch.__version__}"
                + (f", {torch.cuda.get_device_name()}" if args.device != "cpu" and torch.cuda.is_available() else ""))
     header = (f"Rehearsal ({args.size} size, device {args.device}, {time.strftime('%Y-%m-%d')}, {machine}; "
               f"`bench/rehearsal.py --size {args.size} --device {args.device} --cells {args.cells} --candidates {args.candidates} "
-              f"--steps {args.steps} --episodes {args.episodes}`, {time.perf_counter() - t0:.0f} s in all):")
+              f"--steps {args.steps} --warmup-steps {args.warmup_steps} --episodes {args.episodes}`, "
+              f"{clock() - t0:.0f} s in all):")
     text = table(runs, header)
     print(text)
     work = Path(args.work)

@@ -11,7 +11,8 @@ and evaluation reuse the grid's stages; docs/scaling.md counts them.
   python bench/study_cost.py --device cuda
 """
 import argparse
-import time
+
+from benchlib import clock  # first: src/ on the path, a clock that waits for the GPU
 
 import torch
 
@@ -33,9 +34,9 @@ def main():
     dev = torch.device(args.device)
     per = {}
     for cells in args.cells:
-        t0 = time.time()
+        t0 = clock()
         out = score_architecture(cfg, "mini", cells, random_genotype(1000, cells), train, dev)
-        per[cells] = time.time() - t0
+        per[cells] = clock() - t0
         print(f"{cells} cells: {per[cells]:.1f} s per architecture on {device_name()} "
               f"(kappa MAML {out['scores']['metantk_maml']:.4g}, ANIL {out['scores']['metantk_anil']:.4g}, "
               f"NTK {out['scores']['ntk']:.4g}, regions {out['scores']['regions']:.0f})")

@@ -40,7 +40,7 @@ def main(args, cfg):
     t0 = time.time()
     state_path = out / "search_state.json"
     genotype, state = PruningSearch(sc, scorer, progress=not args.no_progress,
-                                     on_candidate=cli.stop_after(args.stop_after)).run(state_path)
+                                     on_candidate=cli.stop_after(args.stop_after, "candidate")).run(state_path)
     prov.extra["networks_per_pass"] = state.networks_per_pass   # the numbers are reproducible for this pass size
     wall = time.time() - t0
     result = {"dataset": args.dataset, "method": sc.method, "cells": sc.cells, "seed": sc.seed,

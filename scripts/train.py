@@ -38,7 +38,7 @@ def main(args, cfg):
                      prepared / "train_labels.npy"])
     model, state = train_model(load_genotype(args.genotype), tc, data, out / "checkpoints", device,
                                progress=not args.no_progress,
-                               on_step=cli.stop_after(args.stop_after))
+                               on_step=cli.stop_after(args.stop_after, "training step"))
     title = f"{args.dataset}, {args.method}, {args.cells} cells, seed {args.seed}: RFS pre-training" + \
         ("" if budget == "full" else f" ({budget} budget)")
     metrics = write_outputs(model, state, out, device, title) | {"device": device_name(), "n_classes": data.n_classes,

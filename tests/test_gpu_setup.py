@@ -184,3 +184,68 @@ def test_resolve_device_claims_a_gpu_before_cuda_starts(monkeypatch, tmp_path, c
     env3 = {"CUDA_VISIBLE_DEVICES": "0,1", "METANTK_GPU_LOCK_DIR": str(tmp_path / "cpu-build")}
     resolve_device({"device": "auto"}, env=env3)
     assert env3["CUDA_VISIBLE_DEVICES"] == "0,1" and not (tmp_path / "cpu-build").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bench timers
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def benchlib_mocked(monkeypatch):
+    """bench/benchlib.py with CUDA started and torch.cuda.synchronize and the clock recorded in one event list."""
+    import itertools
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import benchlib
+
+    events, ticks = [], itertools.count()
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: events.append("sync"))
+    monkeypatch.setattr(benchlib.time, "perf_counter", lambda: events.append("clock") or float(next(ticks)) ** 2)
+    return benchlib, events
+
+
+def test_bench_clock_waits_for_the_gpu_before_it_reads_the_time(benchlib_mocked):
+    benchlib, events = benchlib_mocked
+    assert benchlib.clock() == 0.0 and events == ["sync", "clock"]
+
+
+def test_bench_timings_leave_the_warm_up_out_and_report_it(benchlib_mocked):
+    """2 warm-up calls, then 3 timed ones; the clock reads 0, 1, 4 (squares of its reads): the warm-up took 1 - 0 s,
+    the 3 calls 4 - 1 = 3 s, 1 s each; every read after a synchronisation."""
+    benchlib, events = benchlib_mocked
+    timing, out = benchlib.timed(lambda: events.append("fn") or len(events), reps=3, warmup=2)
+    assert events == ["sync", "clock", "fn", "fn", "sync", "clock", "fn", "fn", "fn", "sync", "clock"]
+    assert (timing.mean_s, timing.warmup_s, timing.reps, timing.warmup) == (1.0, 1.0, 3, 2)
+    assert out == 9 and str(timing) == "1.000 s per call (3 after 2 warm-up, 1.00 s)"
+    with pytest.raises(ValueError):
+        benchlib.timed(lambda: None, reps=0)
+
+
+def test_bench_clock_does_not_start_cuda(monkeypatch):
+    """No CUDA started (the CPU, or before the first kernel): nothing to wait for, and no synchronize call, which
+    would start CUDA on a GPU machine."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import benchlib
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: pytest.fail("synchronize without CUDA"))
+    benchlib.clock()
+
+
+def test_every_bench_script_reads_the_clock_through_benchlib():
+    """A bench script that calls time.perf_counter() or time.time() itself times kernel launches on CUDA; only
+    benchlib reads the clock (and mutation_sample.py, which times mutmut, not torch)."""
+    import re
+
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        if path.name in ("benchlib.py", "mutation_sample.py"):
+            continue
+        text = path.read_text()
+        assert not re.search(r"\btime\.(perf_counter|time|monotonic)\(", text), path.name
+        if re.search(r"^(from|import) metantk_nas", text, re.M):       # src/ on the path before the package
+            first = re.search(r"^(from benchlib|import benchlib|from metantk_nas|import metantk_nas)", text, re.M)
+            assert first.group(0).endswith("benchlib"), path.name

@@ -14,7 +14,7 @@ from metantk_nas.config import load_config
 from conftest import PY, ROOT
 
 pytestmark = pytest.mark.integration
-EPISODES, STEPS = 3, 2
+EPISODES, STEPS, WARMUP = 3, 4, 2
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def tiny(tmp_path_factory):
     work = tmp_path_factory.mktemp("rehearsal")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([PY, "bench/rehearsal.py", "--size", "tiny", "--work", str(work), "--episodes",
-                           str(EPISODES), "--steps", str(STEPS)], cwd=ROOT, capture_output=True, text=True, env=env)
+                           str(EPISODES), "--steps", str(STEPS), "--warmup-steps", str(WARMUP)], cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return work, {r["stage"]: r for r in json.loads((work / "rehearsal.json").read_text())}, proc.stdout
 
@@ -67,8 +67,13 @@ def test_extrapolations_from_the_stages_own_records(tiny):
     ck = torch.load(work / "train" / "checkpoints" / "ckpt_last.pt", map_location="cpu", weights_only=True)
     t = runs["train"]
     assert t["rc"] == 75 and (ck["epoch"], ck["step"]) == (0, STEPS) and t["work"].startswith(f"{STEPS} steps of 2000")
-    assert t["full_s"] == pytest.approx(t["wall_s"] - ck["epoch_seconds"] + 2000 * ck["epoch_seconds"] / STEPS,
-                                        abs=0.15)
+    # the time per step from the steps after the warm-up, as the training's own log lines time them
+    times = [float(x) for x in re.findall(r"--stop-after: training step \d of 4 done at ([\d.]+) s",
+                                          (work / "train.log").read_text())]
+    assert len(times) == STEPS and times == sorted(times)
+    per = (times[3] - times[1]) / 2
+    assert t["full_s"] == pytest.approx(t["wall_s"] - times[3] + 2000 * per, abs=0.15)
+    assert t["basis"].endswith(f"x {per:.3f} s per step (2 after 2 warm-up ({times[1]:.1f} s, not counted))")
     # evaluate: start-up + the query features of the images 1000 episodes query (per image as measured) + 1000 x
     # the per-episode cost it logged, per shot setting
     log = (work / "evaluate.log").read_text()
@@ -95,3 +100,17 @@ def test_peak_rss_counts_from_the_stages_own_exec(tmp_path):
                          capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     own, carried = map(float, out.stdout.split())
     assert ballast.sum() > 0 and own < 200 < 300 < carried
+
+
+def test_time_per_unit_leaves_the_warm_up_out():
+    """By hand: units ending at 1, 2, 4, 7 and 11 s; after 2 warm-up units, 3 units took 11 - 2 = 9 s."""
+    import sys
+    sys.path.insert(0, str(ROOT / "bench"))
+    from rehearsal import per_unit, unit_times
+
+    assert per_unit([1.0, 2.0, 4.0, 7.0, 11.0], 2) == (3.0, 3, "3 after 2 warm-up (2.0 s, not counted)")
+    assert per_unit([1.0, 2.0], 2) == (1.0, 2, "all 2 (no warm-up excluded: --steps <= --warmup-steps)")
+    assert per_unit([4.0], 0)[0] == 4.0
+    text = ("x --stop-after: training step 2 of 3 done at 2.500 s\n"
+            "x --stop-after: training step 1 of 3 done at 1.250 s\nother line 3 of 4 done at 9 s\n")
+    assert unit_times(text) == [1.25, 2.5]

@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from .config import METHODS, load_config
@@ -73,16 +74,22 @@ def peak_memory() -> str:
     return out
 
 
-def stop_after(n: int | None) -> Callable[..., None] | None:
+def stop_after(n: int | None, unit: str = "unit") -> Callable[..., None] | None:
     """``--stop-after N``: a callback that sends this process SIGTERM at its N-th call (after the N-th training step
     or search candidate), so the stage checkpoints and exits 75 exactly as a preempted one: a rehearsal or a
-    benchmark runs the first N units of the real stage (bench/rehearsal.py). None for no N."""
+    benchmark runs the first N units of the real stage (bench/rehearsal.py). None for no N.  Each call logs
+    ``--stop-after: <unit> k of N done at <t> s`` (seconds since the callback was made), from which the rehearsal
+    times the units after a warm-up; a unit ends with a value read back from the device (the step's loss, the
+    candidate's score), so on CUDA its time is the kernels', not their launches'."""
     if not n:
         return None
     calls = itertools.count(1)
+    t0 = time.perf_counter()
 
     def count(*_: Any) -> None:
-        if next(calls) == n:
+        k = next(calls)
+        log.info("--stop-after: %s %d of %d done at %.3f s", unit, k, n, time.perf_counter() - t0)
+        if k == n:
             os.kill(os.getpid(), signal.SIGTERM)
     return count
 
