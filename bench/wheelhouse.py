@@ -8,7 +8,9 @@ On a machine with package access, for the GPU machine's Python version (and x86_
 
 HAVE is the GPU machine's `python3 -m pip list --format=freeze`.  A requirement its installed version already
 satisfies is left out, and the dependencies of the rest are resolved at the versions it has (pip constraints) and
-left out too: what remains is what `make gpu-check PY=... WHEELS=wheelhouse` installs there.  Torch is never
+left out too: what remains is what `make gpu-check PY=... WHEELS=wheelhouse` installs there.  Where only the names
+of its packages are known, a line may hold a name alone: such a package counts as present in any version, and only
+its wheels of 1 MiB or more are left out (the small ones stay, in case its version is out of a range).  Torch is never
 downloaded (opacus is fetched without its dependencies, its others listed here), nor are local builds (`+cu130`).
 The top-level packages come at requirements.txt's pinned versions.  A dependency published only as source (for
 example connection_pool) is built into a pure-Python wheel here.  The folder's size is printed; docs/scaling.md
@@ -51,13 +53,17 @@ def read_requirements(path: Path) -> list[str]:
     return [line.split("#")[0].strip() for line in path.read_text().splitlines() if line.split("#")[0].strip()]
 
 
-def read_freeze(path: Path) -> dict[str, str]:
-    """``name==version`` lines of a pip freeze: canonical name -> version (editable and URL lines skipped)."""
-    have = {}
+def read_freeze(path: Path) -> dict[str, str | None]:
+    """A pip freeze: canonical name -> version.  A line with a name alone means installed, version unknown (None):
+    for example the names of a machine's package list when its versions are not at hand.  Editable and URL lines
+    are skipped."""
+    have: dict[str, str | None] = {}
     for line in path.read_text().splitlines():
-        name, sep, version = line.strip().partition("==")
-        if sep and name and not name.startswith(("#", "-")):
-            have[canonical(name)] = version.strip()
+        line = line.split("#")[0].strip()
+        name, sep, version = line.partition("==")
+        if not line or line.startswith("-") or " " in name.strip() or "@" in line:
+            continue
+        have[canonical(name.strip())] = version.strip() if sep else None
     return have
 
 
@@ -71,21 +77,24 @@ def pinned(requirements: list[str], pins: dict[str, str]) -> list[str]:
     return out
 
 
-def missing(requirements: list[str], have: dict[str, str]) -> list[str]:
-    """The requirements that ``have``'s installed versions do not satisfy."""
+def missing(requirements: list[str], have: dict[str, str | None]) -> list[str]:
+    """The requirements that ``have``'s installed versions do not satisfy (a version unknown counts as in range)."""
     Requirement, Version = _packaging()
     out = []
     for r in requirements:
         req = Requirement(r)
-        version = have.get(canonical(req.name))
-        if version is None or not req.specifier.contains(Version(version), prereleases=True):
+        name = canonical(req.name)
+        if name not in have:
+            out.append(r)
+        elif have[name] is not None and not req.specifier.contains(Version(have[name]), prereleases=True):
             out.append(r)
     return out
 
 
-def constraints(have: dict[str, str]) -> list[str]:
-    """``have`` as pip constraints: its versions, except the CUDA stack and local builds (not on an index)."""
-    return [f"{n}=={v}" for n, v in sorted(have.items()) if not NEVER.match(n) and "+" not in v]
+def constraints(have: dict[str, str | None]) -> list[str]:
+    """``have`` as pip constraints: its versions, except the CUDA stack, local builds (not on an index) and the
+    packages whose version is unknown."""
+    return [f"{n}=={v}" for n, v in sorted(have.items()) if v and not NEVER.match(n) and "+" not in v]
 
 
 def pip_download(args: list[str], out: Path, python_version: str, constraints: list[str]) -> None:
@@ -134,12 +143,18 @@ def build_wheel(spec: str, out: Path) -> None:
                          "target: build it on the target machine's platform")
 
 
-def drop_installed(out: Path, have: dict[str, str]) -> list[str]:
-    """Remove the wheels whose name and version the target machine has already; their file names."""
+SMALL = 2**20   # bytes: a wheel this small is kept where the target's version is unknown
+
+
+def drop_installed(out: Path, have: dict[str, str | None]) -> list[str]:
+    """Remove the wheels that the target machine has already: the same name and version, or, where its version is
+    unknown, the same name and a wheel of SMALL or more (a small one is kept: pip takes it only where the target's
+    version is out of a requirement's range).  Their file names."""
     dropped = []
     for w in sorted(out.glob("*.whl")):
         name, version = w.name.split("-")[:2]
-        if have.get(canonical(name)) == version:
+        name = canonical(name)
+        if name in have and (have[name] == version or (have[name] is None and w.stat().st_size >= SMALL)):
             w.unlink()
             dropped.append(w.name)
     return dropped

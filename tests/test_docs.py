@@ -22,6 +22,9 @@ SKIPPED = {   # pattern of the command -> why it does not run here
     r"--software-deployment-method conda": "needs conda, which the test machines do not have",
     r"^(SAMPLE=\d+ )?bench/mutation\.sh": "a mutation run takes minutes (sampled) to hours (full); docs/testing.md "
                                           "gives its measured scores",
+    r"^/path/to/python3 ": "a GPU machine's own interpreter: tests/test_gpu_check.py runs the offline sequence "
+                           "(its pip freeze, make wheelhouse HAVE=, make gpu-check PY= WHEELS=) with one that has "
+                           "only torch and numpy",
 }
 
 

@@ -63,3 +63,17 @@ def test_the_api_audit_flags_a_torch_name_the_older_sources_lack(tmp_path, monke
     (tmp_path / "src" / "a.py").write_text("torch.backends.cudnn.conv.fp32_precision = 'ieee'\nx.torchy.y\n")
     used = torch_api_audit.used_names(tmp_path)
     assert used == {n: {"src/a.py"} for n in ("backends", "cudnn", "conv", "fp32_precision")}
+
+
+def test_a_name_without_a_version_counts_as_installed_and_keeps_its_small_wheels(tmp_path):
+    freeze = tmp_path / "names.txt"
+    freeze.write_text("scipy\npackaging\nnumpy==2.5.2\n")
+    have = wheelhouse.read_freeze(freeze)
+    assert have == {"scipy": None, "packaging": None, "numpy": "2.5.2"}
+    assert wheelhouse.missing(["scipy>=1.10", "numpy>=3", "pyyaml"], have) == ["numpy>=3", "pyyaml"]
+    assert wheelhouse.constraints(have) == ["numpy==2.5.2"]
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "scipy-1.17.1-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"x" * wheelhouse.SMALL)
+    (tmp_path / "w" / "packaging-25.0-py3-none-any.whl").write_bytes(b"x" * (wheelhouse.SMALL - 1))
+    assert wheelhouse.drop_installed(tmp_path / "w", have) == ["scipy-1.17.1-cp312-cp312-manylinux_2_28_x86_64.whl"]
+    assert [p.name for p in (tmp_path / "w").iterdir()] == ["packaging-25.0-py3-none-any.whl"]
