@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from metantk_nas import cli
+from metantk_nas.config import stage_config_subset
 from metantk_nas.data.prepared import load_manifest
 from metantk_nas.errors import PipelineError
 from metantk_nas.search.budget import solve
@@ -34,7 +35,7 @@ def published(cfg, name):
 
 def main(args, cfg):
     out = Path(args.out)
-    prov = Provenance("export_genotype", {"published": args.published, "export": cfg["export"]})
+    prov = Provenance("export_genotype", {"published": args.published, **stage_config_subset(cfg, "export_genotype")})
     budget = cfg["export"]["param_budget_millions"] if args.param_budget is None else args.param_budget
     extra = {}
     if args.search:

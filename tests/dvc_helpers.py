@@ -51,7 +51,7 @@ def _dvc_repo(dest: Path, configs=DVC_RUN, study=True) -> Path:
                                           "--allow-empty", "-m", "init"], [str(BIN / "dvc"), "init", "-q"]):
         subprocess.run(cmd, cwd=wd, check=True, env=BARE_ENV, capture_output=True)
     run_script(ROOT / "scripts/make_dvc.py", "--configfile", "config/config.yaml", *configs, "--out", "dvc.yaml",
-               *(["--study"] if study else []), cwd=wd)
+               "--force", *(["--study"] if study else []), cwd=wd)   # over the copied smoke dvc.yaml
     return wd
 
 

@@ -95,7 +95,7 @@ def test_every_script_rejects_a_bad_config_with_the_one_line_schema_error(tmp_pa
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"train": {"epochs_typo": 3}}))
     expected = ("error: config: train: unknown key(s) 'epochs_typo'; allowed: channels, channels_last, color_jitter, "
-                "crop_padding, image_size, mixed_precision, momentum, num_workers, recipes, weight_decay")
+                "crop_padding, image_size, mixed_precision, momentum, recipes, weight_decay")
     scripts = list(SCRIPT_ARGS)
     procs = run_scripts([(ROOT / f"scripts/{s}.py", "--configfile", ROOT / "config/config.yaml", bad, *SCRIPT_ARGS[s])
                          for s in scripts], cwd=tmp_path)
@@ -226,3 +226,26 @@ def test_deterministic_key_is_validated(tmp_path):
         else:
             with pytest.raises(ConfigError, match=r"^config: deterministic: expected one of \[True, False, 'strict'\]"):
                 load_config([ROOT / "config/config.yaml", over])
+
+
+def test_the_recording_mapping_records_what_is_read_and_nothing_else():
+    """What tests/test_stage_params.py counts as a stage's reads, by hand: a leaf returned, a mapping iterated
+    (``**``, ``dict``, ``items``) as the whole path; ``in`` and a nested view taken without reading nothing."""
+    from metantk_nas.config import RecordingMapping, stage_config_subset
+
+    cfg = {"search": {"ops": ["a"], "fidelity": {"x": 1, "y": 2}, "kernels": {"mini": {"5": {"inner": "maml"}}}},
+           "train": {"channels": 4}, "device": "cpu"}
+    m = RecordingMapping(cfg)
+    assert m["device"] == "cpu" and m.reads == {"device"}
+    search = m["search"]
+    assert isinstance(search, RecordingMapping) and m.reads == {"device"}       # a view: no read yet
+    assert "ops" in search and "nope" not in search and m.reads == {"device"}
+    assert search["ops"] == ["a"] and search.get("kernels", {}).get("mini")["5"]["inner"] == "maml"
+    assert dict(**search["fidelity"]) == {"x": 1, "y": 2}
+    assert m.reads == {"device", "search.ops", "search.kernels.mini.5.inner", "search.fidelity",
+                       "search.fidelity.x", "search.fidelity.y"}
+    assert len(m) == 3 and m.unwrapped() is cfg
+    # the provenance's own reads of a stage's parameters are not the stage's
+    before = set(m.reads)
+    assert stage_config_subset(m, "evaluate") == {"train": {"channels": 4}}
+    assert m.reads == before

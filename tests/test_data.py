@@ -39,6 +39,29 @@ def test_cifar_reader_remaps_by_first_appearance(cifar_dir):
     assert s.class_names == ["17", "3", "42", "99", "5"]
 
 
+def test_cifar_files_are_found_under_either_name(cifar_dir, tmp_path):
+    """RFS names them {split}.pickle; many copies name them CIFAR_FS_{split}.pickle or FC100_{split}.pickle: both
+    are read, the same images; neither there is one line naming both names and the config key."""
+    import shutil
+
+    from metantk_nas.data.prepared import raw_files
+
+    for fmt, prefix in (("cifar_fs", "CIFAR_FS"), ("fc100", "FC100")):
+        other = tmp_path / fmt
+        other.mkdir()
+        for split in ("train", "val", "test"):
+            shutil.copy(cifar_dir / f"{split}.pickle", other / f"{prefix}_{split}.pickle")
+        assert raw_files({"format": fmt, "source": str(other)}, fmt) == \
+            [other / f"{prefix}_{s}.pickle" for s in ("train", "val", "test")]
+        ours = read_cifar_style(other, fmt)["val"]
+        assert ours.labels.tolist() == read_cifar_style(cifar_dir)["val"].labels.tolist()
+        assert (ours.images == read_cifar_style(cifar_dir)["val"].images).all()
+    (tmp_path / "cifar_fs" / "CIFAR_FS_test.pickle").unlink()
+    with pytest.raises(DataError, match=r"cifar_fs/test\.pickle: file not found \(nor CIFAR_FS_test\.pickle\) "
+                                        r"\(the raw files of data\.datasets\.c\.source\)$"):
+        raw_files({"format": "cifar_fs", "source": str(tmp_path / "cifar_fs")}, "c")
+
+
 def test_prepare_mini_writes_the_prepared_format(mini_dir, tmp_path):
     out = tmp_path / "prep"
     manifest = prepare_dataset("mini", {"format": "mini_imagenet", "source": str(mini_dir)}, out)

@@ -55,6 +55,30 @@ def test_dvc_repro_runs_the_tables_dag_then_the_study_then_is_a_no_op_in_both_en
     assert "train_log.csv" in plots.stdout and "failed" not in plots.stderr.lower()
 
 
+def test_an_operational_key_reruns_nothing_and_a_result_key_reruns_the_searches(dvc_run):
+    """search.checkpoint_seconds is operational (config.OPERATIONAL_PARAMS: not in dvc.yaml's params, nor in
+    Snakemake's params hash): changing it in tiny.yaml leaves both engines nothing to do. search.ops is a result
+    key: changing it makes every search stale in DVC, and prepare_data stays up to date (Snakemake keeps no
+    params record of outputs DVC made: tests/test_stage_params.py shows its reruns on a DAG it ran itself).  Runs right
+    after the first dvc_run test, while Snakemake still sees every output as up to date (later tests move files)."""
+    wd, _, _ = dvc_run
+    tiny = wd / "tests/configs/tiny.yaml"
+    original = tiny.read_text()
+    try:
+        tiny.write_text(original.replace("search:\n", "search:\n  checkpoint_seconds: 0\n", 1))
+        assert ran_stages(dvc(wd, "repro", "--all-pipelines", "--dry")) == set()
+        for target in ("all", "study"):
+            proc = snakemake("-n", target, "--cores", "1", "--configfile", *DVC_RUN, cwd=wd)
+            assert "Nothing to be done" in proc.stdout + proc.stderr, (target, proc.stdout[-6000:])
+        tiny.write_text(original.replace("ops: [max_pool_3x3, conv_3x3]", "ops: [conv_3x3, max_pool_3x3, avg_pool_3x3]"))
+        stale = set(json.loads(dvc(wd, "status", "--json").stdout))
+        searches = {s for s in _stages(wd) if bare(s).startswith("search@") and not s.startswith(STUDY)}
+        assert searches and searches <= stale and not any(bare(s).startswith("prepare_data") for s in stale), stale
+    finally:
+        tiny.write_text(original)
+    assert ran_stages(dvc(wd, "repro", "--all-pipelines", "--dry")) == set()
+
+
 def test_a_stage_that_cannot_start_destroys_nothing(dvc_run):
     """`dvc repro` removes a stage's outputs before its command starts unless they persist: with the interpreter
     broken (METANTK_PYTHON pointing nowhere) a forced `dvc repro` of every stage fails at the first one, with

@@ -143,8 +143,12 @@ def test_dvc_yaml_is_generated_from_the_smoke_config_and_the_study_is_opt_in(tmp
     run_script(ROOT / "scripts/make_dvc.py", *smoke, "--study")
     stages = yaml.safe_load((tmp_path / STUDY).read_text())["stages"]
     assert {"study_score", "study"} <= set(stages) and "smoke.yaml" in stages["study"]["cmd"]
-    run_script(ROOT / "scripts/make_dvc.py", "--configfile", "config/config.yaml", "tests/configs/tiny.yaml",
-               "--out", tmp_path / "dvc.yaml")
+    tiny = ("--configfile", "config/config.yaml", "tests/configs/tiny.yaml", "--out", tmp_path / "dvc.yaml")
+    refused = run_script(ROOT / "scripts/make_dvc.py", *tiny, check=False)   # another config's DAG over it: asked for
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        f"error: {tmp_path / 'dvc.yaml'} was generated from config/config.yaml config/smoke.yaml, this run's config is "
+        "config/config.yaml tests/configs/tiny.yaml: add --force to replace it, or write another file (--out)")
+    run_script(ROOT / "scripts/make_dvc.py", *tiny, "--force")
     assert "tiny.yaml" in yaml.safe_load((tmp_path / STUDY).read_text())["stages"]["study"]["cmd"]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -205,7 +205,6 @@ class TrainConfig:
     weight_decay: float = 5e-4
     crop_padding: int = 8
     color_jitter: float = 0.4
-    num_workers: int = 0
     mixed_precision: bool = False
     channels_last: bool = True
 
@@ -257,7 +256,8 @@ def study_kernel_spec(cfg: Mapping[str, Any], dataset: str, cells: int, inner: s
 def search_config(cfg: Mapping[str, Any], dataset: str, method: str, cells: int, seed: int) -> SearchConfig:
     s = cfg["search"]
     kernel = kernel_spec(cfg, dataset, cells) if method == "metantk" else None
-    plain = {k: v for k, v in s.items() if k not in ("kernels", "linear_regions", "fidelity", "ops")}
+    nested = ("method", "cells", "seed", "kernel", "ops", "linear_regions", "fidelity")
+    plain = {f.name: s[f.name] for f in fields(SearchConfig) if f.name not in nested and f.name in s}
     return SearchConfig(method=method, cells=cells, seed=seed, kernel=kernel, ops=tuple(s["ops"]),
                         linear_regions=LinearRegionSpec(**s["linear_regions"]),
                         fidelity=FidelitySwitches(**s["fidelity"]), **plain)
@@ -282,7 +282,7 @@ def train_config(cfg: Mapping[str, Any], dataset: str, cells: int, seed: int, bu
                        epochs=r["epochs"], decay_epochs=tuple(r["decay_epochs"]), batch_size=bs,
                        drop_path=r["drop_path"], momentum=t["momentum"], weight_decay=t["weight_decay"],
                        crop_padding=t["crop_padding"], color_jitter=t["color_jitter"],
-                       num_workers=t["num_workers"], mixed_precision=t["mixed_precision"],
+                       mixed_precision=t["mixed_precision"],
                        channels_last=t["channels_last"])
 
 
@@ -394,22 +394,74 @@ def study_figures(cfg: Mapping[str, Any]) -> list[str]:
     return [f"figures/scatter-{d}-{c}-{s}.png" for d in st["datasets"] for c in st["cells"] for s in STUDY_SCORES]
 
 
-# The config keys (dotted paths) each stage reads: Snakemake's params hashes, the provenance records and the
-# `params` of dvc.yaml are all derived from this one table.
+# The config keys (dotted paths) each stage reads, in two kinds.  STAGE_PARAMS: the keys that change a stage's
+# results; Snakemake's params hashes, the provenance records' config_hash and the `params` of dvc.yaml are derived
+# from them alone, so changing one reruns the stage and what follows.  OPERATIONAL_PARAMS: the keys a stage reads
+# that provably leave its outputs unchanged (each names the test that proves it); changing one reruns nothing.
+# tests/test_stage_params.py runs every stage with its config read through a RecordingMapping and fails where a
+# stage reads a key these tables (and GLOBAL_KEYS) do not cover, or where an entry names a key the stage never reads.
+SEARCH_RESULT_KEYS = tuple(f"search.{k}" for k in (
+    "channels", "image_size", "ways", "shots", "queries", "tasks_per_batch", "task_pool", "ntk_batch", "repeats",
+    "precision", "norm", "ntk_backend", "ntk_chunk", "batch_candidates", "batch_memory_mb", "grad_dtype", "ops", "kernels",
+    "linear_regions", "fidelity"))
+EVAL_KEYS = ("evaluate.episodes", "evaluate.ways", "evaluate.shots", "evaluate.queries",
+             "evaluate.support_augmentations", "evaluate.C", "evaluate.seed", "evaluate.solver",
+             "evaluate.feature_batch", "train.channels", "train.image_size", "train.crop_padding",
+             "train.color_jitter", "train.channels_last")
+TRAIN_KEYS = ("train.channels", "train.image_size", "train.momentum", "train.weight_decay", "train.crop_padding",
+              "train.color_jitter", "train.recipes", "train.mixed_precision", "train.channels_last")
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "prepare_data": ("data.datasets",),
-    "search": ("search",),
-    "export_genotype": ("export",),
-    "train": ("train",),
-    "evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter",
-                 "train.channels_last"),
-    "tables": ("tables", "grid"),
-    "study_score": ("search", "train.channels", "study.kernels"),   # train.channels: the parameter count of the evaluation network
-    "study_train": ("train", "study.recipe", "study.budgets"),
-    "study_evaluate": ("evaluate", "train.channels", "train.image_size", "train.crop_padding", "train.color_jitter",
-                       "train.channels_last", "study.episodes"),
-    "study": ("study", "grid", "search.kernels", "search.ops", "evaluate.shots"),
+    "search": SEARCH_RESULT_KEYS,
+    "export_genotype": ("export", "train.channels", "tables.genotypes"),   # train.channels: the budget's #params
+    "train": TRAIN_KEYS,
+    "evaluate": EVAL_KEYS,
+    "tables": ("tables", "grid", "evaluate.shots"),
+    "study_score": (*SEARCH_RESULT_KEYS, "train.channels", "study.kernels"),   # train.channels: the evaluation net's #params
+    "study_train": (*TRAIN_KEYS, "study.recipe", "study.budgets"),
+    "study_evaluate": (*EVAL_KEYS, "study.episodes"),
+    "study": ("study", "grid", "search.kernels", "search.ops", "evaluate.shots", "data.datasets"),
 }
+OPERATIONAL_PARAMS: dict[str, tuple[str, ...]] = {
+    # the resumable state's cadence: the same search.json (tests/test_stage_params.py), and a resumed search ends
+    # byte-identical (tests/test_pruning.py, test_search.py).  Not here: search.ntk_chunk and batch_memory_mb, the
+    # pass sizes, which move a kernel's last bits (on the tiny search, one thread, ntk_chunk 3 instead of 16 moved
+    # dK values in the third decimal: metantk 0.512 -> 0.511, tenas -10.860 -> -10.863), so they are result keys.
+    "search": ("search.checkpoint_seconds",),
+    "study_score": ("search.checkpoint_seconds",),
+}
+# Read by every stage, stage parameters of none: where it runs and how (like the device, not the experiment)
+GLOBAL_KEYS = ("device", "deterministic", "tf32")
+
+
+class RecordingMapping(Mapping):
+    """A read-only view of a config that records the dotted key paths read through it, for
+    tests/test_stage_params.py.  A leaf value returned, or a mapping's keys, values or items iterated (``**m``,
+    ``dict(m)``), is a read of that path; a nested mapping comes back as a view of its own; ``in`` reads nothing."""
+
+    def __init__(self, data: Mapping[str, Any], reads: set[str] | None = None, prefix: str = ""):
+        self._data, self.reads, self._prefix = data, set() if reads is None else reads, prefix
+
+    def unwrapped(self) -> Mapping[str, Any]:
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._data[key]
+        path = f"{self._prefix}{key}"
+        if isinstance(value, Mapping):
+            return RecordingMapping(value, self.reads, path + ".")
+        self.reads.add(path)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        self.reads.add(self._prefix.rstrip(".") or "*")
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
 
 
 def _lookup(cfg: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
@@ -421,13 +473,20 @@ def _lookup(cfg: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
     return True, node
 
 
+def _plain(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    return cfg.unwrapped() if isinstance(cfg, RecordingMapping) else cfg   # provenance's reads are not the stage's
+
+
 def present_params(cfg: Mapping[str, Any], stage: str) -> list[str]:
-    """The stage's keys that ``cfg`` (for example one config file) sets."""
+    """The stage's result keys (STAGE_PARAMS) that ``cfg`` (for example one config file) sets."""
+    cfg = _plain(cfg)
     return [k for k in STAGE_PARAMS.get(stage, ()) if _lookup(cfg, k)[0]]
 
 
 def stage_config_subset(cfg: Mapping[str, Any], stage: str, dataset: str | None = None) -> dict[str, Any]:
-    """The part of the config a stage reads (recorded in provenance, used as Snakemake params)."""
+    """The part of the config that decides a stage's results (recorded in provenance, used as Snakemake params):
+    its STAGE_PARAMS, without the operational keys."""
+    cfg = _plain(cfg)
     if stage == "prepare_data":
         return {"dataset": cfg["data"]["datasets"][dataset]}
     out: dict[str, Any] = {}

@@ -35,7 +35,11 @@ def sha256_file(path: str | Path) -> str:
 
 def sha256_json(obj: Any) -> str:
     """Stable hash of a JSON-serialisable object (sorted keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_hash_default).encode()).hexdigest()
+
+
+def _hash_default(o: Any) -> Any:
+    return dict(o) if isinstance(o, Mapping) else str(o)
 
 
 @contextlib.contextmanager
@@ -90,6 +94,8 @@ def _json_default(o: Any) -> Any:
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if isinstance(o, Mapping):   # a read-only view of a config section (config.RecordingMapping)
+        return dict(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 

@@ -54,7 +54,7 @@ rule export_genotype:
         configfiles=CONFIGFILES,
         prepared=prepared_dir,
         out=run_dir,
-        cfg=sha256_json(config["export"])[:16],
+        cfg=params_hash("export_genotype"),
     shell:
         "{params.py} scripts/export_genotype.py --configfile {params.configfiles} --search {input.search} "
         "--prepared {params.prepared} --out {params.out} "

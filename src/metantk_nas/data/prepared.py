@@ -102,7 +102,10 @@ def raw_files(ds_cfg: Mapping[str, Any], name: str = "<name>") -> list[Path]:
     elif fmt == "tiered_imagenet":
         names = [f"{s}_{k}" for s in readers.SPLITS for k in ("images.npz", "labels.pkl")]
     else:
-        names = [f"{s}.pickle" for s in readers.SPLITS]
+        try:
+            return [readers.cifar_split_file(root, fmt, s) for s in readers.SPLITS]
+        except DataError as e:
+            raise DataError(f"{e} (the raw files of data.datasets.{name}.source)") from None
     paths = [root / n for n in names]
     for p in paths:
         if not p.exists():

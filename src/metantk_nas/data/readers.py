@@ -143,11 +143,25 @@ def read_tiered_imagenet(root: Path) -> dict[str, RawSplit]:
     return out
 
 
-def read_cifar_style(root: Path) -> dict[str, RawSplit]:
-    """CIFAR-FS and FC100: ``{split}.pickle`` with 32x32 images; labels remapped by first appearance."""
+CIFAR_PREFIX = {"cifar_fs": "CIFAR_FS", "fc100": "FC100"}   # the other name many copies of these datasets use
+
+
+def cifar_split_file(root: Path, fmt: str, split: str) -> Path:
+    """The pickle of ``split``: ``{split}.pickle`` as RFS names it, or ``CIFAR_FS_{split}.pickle`` /
+    ``FC100_{split}.pickle`` as many copies name it; a DataError naming both where neither exists."""
+    names = [f"{split}.pickle", f"{CIFAR_PREFIX[fmt]}_{split}.pickle"]
+    for name in names:
+        if (root / name).exists():
+            return root / name
+    raise DataError(f"{root / names[0]}: file not found (nor {names[1]})")
+
+
+def read_cifar_style(root: Path, fmt: str = "cifar_fs") -> dict[str, RawSplit]:
+    """CIFAR-FS and FC100: ``{split}.pickle`` (or ``CIFAR_FS_{split}.pickle`` / ``FC100_{split}.pickle``) with
+    32x32 images; labels remapped by first appearance."""
     out = {}
     for split in SPLITS:
-        path = _require_file(root / f"{split}.pickle")
+        path = cifar_split_file(root, fmt, split)
         obj = _dict_with(safe_load(path), ("data", "labels"), path)
         images = _check_images(obj["data"], path, 32)
         raw = _check_labels(obj["labels"], images.shape[0], path)
@@ -159,8 +173,8 @@ def read_cifar_style(root: Path) -> dict[str, RawSplit]:
 READERS: dict[str, Callable[[Path], dict[str, RawSplit]]] = {
     "mini_imagenet": read_mini_imagenet,
     "tiered_imagenet": read_tiered_imagenet,
-    "cifar_fs": read_cifar_style,
-    "fc100": read_cifar_style,
+    "cifar_fs": lambda root: read_cifar_style(root, "cifar_fs"),
+    "fc100": lambda root: read_cifar_style(root, "fc100"),
 }
 
 NORMALISATION = {
