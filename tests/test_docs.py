@@ -5,6 +5,7 @@ is so, the test that runs them)."""
 import re
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def site_overlay(wd: Path) -> None:
     placeholder raw files."""
     text = (ROOT / "README.md").read_text().split("## Run on a SLURM cluster", 1)[1]
     block = re.search(r"```yaml\n(.*?)```", text, flags=re.S).group(1)
-    (wd / "config/site.yaml").write_text(re.sub(r"(?m)^   ", "", block).replace("/shared/datasets/", "data/raw/"))
+    (wd / "config/site.yaml").write_text(textwrap.dedent(block).replace("/shared/datasets/", "data/raw/"))
 
 
 @pytest.fixture(scope="module")
