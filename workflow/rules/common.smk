@@ -1,17 +1,11 @@
 # Shared definitions of the DAG: config validation, paths, and the helpers the rules call.
-import os
 import re
 import sys
 from pathlib import Path
 
-# The package is imported from this tree's src/, installed or not (an interpreter of the user's own, such as a GPU
-# machine's with its CUDA torch, has no editable install): here, and in every job, which inherits the environment.
-_SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, _SRC)
-_PATHS = [
-    p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _SRC
-]
-os.environ["PYTHONPATH"] = os.pathsep.join([_SRC, *_PATHS])
+# The package imports from this tree's src/ when it is not installed (an interpreter of the user's own, such as a
+# GPU machine's, run by make gpu-check, which gives the jobs PYTHONPATH=src).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from metantk_nas.config import (
     comparison,
