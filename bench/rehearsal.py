@@ -220,6 +220,8 @@ def rehearse(args: argparse.Namespace) -> list[StageRun]:
            startup + per_epoch * tc.epochs * per,
            f"start-up {startup:.1f} s + {tc.epochs} x {per_epoch} x {per:.3f} s per step ({how})")
     torch.save(ck["model"], train_out / "model.pt")
+    (train_out / "metrics.json").write_text(json.dumps({"channels": tc.channels, "cells": cells, "n_classes":
+                                                         len(manifest["splits"]["train"]["classes"])}))
 
     # evaluate: E episodes per shot setting on those weights
     rc, wall, rss, cuda, text = run_stage([py, "scripts/evaluate.py", *common, *run_args, "--method", "metanas",

@@ -10,6 +10,7 @@ Example:
       --dataset synthetic --method metantk --cells 5 --seed 0 --model results/smoke/synthetic/metantk/cells5/seed0/model.pt \\
       --genotype results/smoke/synthetic/metantk/cells5/seed0/genotype.json --prepared data/prepared-smoke/synthetic --out results/smoke/synthetic/metantk/cells5/seed0
 """
+import json
 import sys
 from pathlib import Path
 
@@ -38,18 +39,45 @@ def load_model(path, genotype, channels, cells, n_classes):
     return model
 
 
+SHAPE = ("channels", "cells", "n_classes")   # what rebuilds the network, as the training recorded it
+
+
+def network_shape(model, cfg, cells, n_classes):
+    """The network's shape as its training recorded it (metrics.json beside model.pt): the evaluation rebuilds it
+    from there; where the run's config disagrees (another train.channels, --cells or number of training classes),
+    one line naming both values."""
+    path = Path(model).with_name("metrics.json")
+    try:
+        rec = json.loads(path.read_text())
+        shape = {k: int(rec[k]) for k in SHAPE}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PipelineError(f"{path}: no record of the network's shape ({', '.join(SHAPE)}) beside {model} "
+                            f"({type(e).__name__}: {str(e)[:120]}); rerun its training") from None
+    ours = {"channels": cfg["train"]["channels"], "cells": cells, "n_classes": n_classes}
+    differ = [f"{k} {shape[k]} (metrics.json) vs {ours[k]} ({where})" for k, where in
+              (("channels", "train.channels"), ("cells", "--cells"), ("n_classes", "the prepared training classes"))
+              if shape[k] != ours[k]]
+    if differ:
+        raise PipelineError(f"{model}: trained as another network than this run's: {'; '.join(differ)}; rerun its "
+                            "training for this config")
+    return shape
+
+
 def main(args, cfg):
     cli.set_threads(args.threads)
     device = cli.resolve_device(cfg)
     ec = eval_config(cfg, cfg["study"]["episodes"] if args.study else None)
     prepared, out = Path(args.prepared), Path(args.out)
     n_classes = len(load_manifest(prepared)["splits"]["train"]["classes"])
-    model = load_model(args.model, load_genotype(args.genotype), cfg["train"]["channels"], args.cells, n_classes).to(device)
+    shape = network_shape(args.model, cfg, args.cells, n_classes)
+    model = load_model(args.model, load_genotype(args.genotype), shape["channels"], shape["cells"],
+                       shape["n_classes"]).to(device)
     test = load_split(prepared, "test")
     prov = Provenance("evaluate", {"run": {k: getattr(args, k) for k in ("dataset", "method", "cells", "seed")},
                                    **stage_config_subset(cfg, "study_evaluate" if args.study else "evaluate")},
                       seed=ec.seed)
-    prov.add_inputs([args.model, args.genotype, prepared / "manifest.json", prepared / "test_images.npy",
+    prov.add_inputs([args.model, Path(args.model).with_name("metrics.json"), args.genotype,
+                     prepared / "manifest.json", prepared / "test_images.npy",
                      prepared / "test_labels.npy"])
     try:
         result = evaluate(model, test, ec, device, progress=not args.no_progress)

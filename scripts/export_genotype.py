@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from metantk_nas import cli
+from metantk_nas.methods import method
 from metantk_nas.config import stage_config_subset
 from metantk_nas.data.prepared import load_manifest
 from metantk_nas.errors import PipelineError
@@ -42,7 +43,7 @@ def main(args, cfg):
         rec = json.loads(Path(args.search).read_text())
         genotype, source = Genotype.from_dict(rec["genotype"]), f"search {args.search}"
         prov.add_inputs([args.search])
-        if budget is not None and rec["method"] != "random":
+        if budget is not None and method(rec["method"]).pruned:   # a random cell is drawn, not chosen
             if not args.prepared:
                 raise PipelineError("a parameter budget needs --prepared (for the number of training classes)")
             n_classes = len(load_manifest(args.prepared)["splits"]["train"]["classes"])

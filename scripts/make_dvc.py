@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from metantk_nas import cli
+from metantk_nas.methods import method
 from metantk_nas.errors import PipelineError
 from metantk_nas.config import (STUDY_METHODS, comparisons, iter_runs, present_params, study_reuses_grid,
                                 study_run_root, study_runs)
@@ -128,9 +129,9 @@ def run_stages(ctx: Context, datasets, searched_runs, trained_runs, metrics: boo
     """prepare_data of ``datasets``; search and export of ``searched_runs`` (the published cell for metanas);
     train and evaluate of ``trained_runs`` (evaluate's fewshot.json a DVC metric when ``metrics``)."""
     cf, prep, parsed = ctx.cf, ctx.prep, ctx.parsed
-    searched = {k: v for k, v in ctx.items(searched_runs).items() if v["method"] != "metanas"}
+    searched = {k: v for k, v in ctx.items(searched_runs).items() if method(v["method"]).searched}
     trained = ctx.items(trained_runs)
-    published = {k: v for k, v in trained.items() if v["method"] == "metanas"}
+    published = {k: v for k, v in trained.items() if not method(v["method"]).searched}
     prepared = [f"{prep}/${{key}}/{s}_{k}.npy" for s in ("train", "val", "test") for k in ("images", "labels")]
     stages = {}
     if datasets:
@@ -170,7 +171,7 @@ def run_stages(ctx: Context, datasets, searched_runs, trained_runs, metrics: boo
             "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {RUN_ARGS} --model ${{item.dir}}/model.pt "
                    f"--genotype ${{item.dir}}/genotype.json --prepared {prep}/${{item.dataset}} --out ${{item.dir}}",
             "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.dir}/model.pt",
-                     "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
+                     "${item.dir}/metrics.json", "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "evaluate"),
             **({"metrics": fewshot, "outs": provenance("${item.dir}/fewshot.json")} if metrics
                else {"outs": with_provenance("${item.dir}/fewshot.json")})}}
@@ -210,7 +211,8 @@ def study_stages(ctx: Context, study) -> dict:
             "cmd": f"{PY} scripts/evaluate.py --configfile {cf} {RUN_ARGS} --model ${{item.sdir}}/model.pt "
                    f"--genotype ${{item.dir}}/genotype.json --prepared {prep}/${{item.dataset}} --out ${{item.sdir}} --study",
             "deps": ["scripts/evaluate.py", "src/metantk_nas/fsl/evaluate.py", "${item.sdir}/model.pt",
-                     "${item.dir}/genotype.json", f"{prep}/${{item.dataset}}/manifest.json"],
+                     "${item.sdir}/metrics.json", "${item.dir}/genotype.json",
+                     f"{prep}/${{item.dataset}}/manifest.json"],
             "params": stage_params(parsed, "study_evaluate"),
             "outs": with_provenance("${item.sdir}/fewshot.json")}}
     stages["study"] = {

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from metantk_nas import cli
+from metantk_nas.methods import method
 from metantk_nas.config import SEARCHED_METHODS, search_config, stage_config_subset
 from metantk_nas.data.prepared import load_split
 from metantk_nas.provenance import Provenance, device_name, write_json_atomic
@@ -32,7 +33,7 @@ def main(args, cfg):
     prov = Provenance("search", {"run": vars(args) | {"configfile": None}, **stage_config_subset(cfg, "search")},
                       seed=args.seed)
     scorer = None
-    if sc.method != "random":
+    if method(sc.method).pruned:
         prepared = Path(args.prepared)
         train = load_split(prepared, "train")
         prov.add_inputs([prepared / "manifest.json", prepared / "train_images.npy", prepared / "train_labels.npy"])
@@ -52,7 +53,7 @@ def main(args, cfg):
               "genotype_string": genotype.to_darts()}
     write_json_atomic(out / "search.json", result)
     seconds = sum(state.seconds) if state.seconds else wall
-    backend = None if sc.method in ("random", "linreg") else ("coupled" if sc.norm == "batchnorm" else sc.ntk_backend)
+    backend = None if method(sc.method).kernel is None else ("coupled" if sc.norm == "batchnorm" else sc.ntk_backend)
     write_json_atomic(out / "cost.json", {"wall_seconds": round(seconds, 3), "device": device_name(),
                                           "ntk_backend": backend,
                                           "device_hours": round(seconds / 3600, 6), "round_seconds": state.seconds,

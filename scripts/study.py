@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from metantk_nas import cli
+from metantk_nas.methods import RANDOM_METHOD
 from metantk_nas.config import (STUDY_METHODS, Run, iter_runs, kernel_spec, stage_config_subset, study_figures,
                                 study_run_root, study_runs)
 from metantk_nas.nas.genotype import load_genotype
@@ -37,7 +38,7 @@ def main(args, cfg):
     st = cfg["study"]
     shots = cfg["evaluate"]["shots"]
     runs = study_runs(cfg)
-    sampled = {Run(d, "random", c, st["first_seed"] + i) for d in st["datasets"] for c in st["cells"]
+    sampled = {Run(d, RANDOM_METHOD, c, st["first_seed"] + i) for d in st["datasets"] for c in st["cells"]
                for i in range(st["architectures"])}
     grid = [r for r in iter_runs(cfg) if r.method in STUDY_METHODS]
     inner = {(r.dataset, r.cells): kernel_spec(cfg, r.dataset, r.cells).inner for r in [*runs, *grid]}

@@ -838,3 +838,48 @@ def test_accuracies_recheck_near_ties_with_the_fits_float64_weights(monkeypatch)
     assert len(exact) == 1 and exact[0] is not None
     assert exact[0](torch.tensor([1])).dtype == torch.float64
     assert torch.allclose(exact[0](torch.tensor([1, 0])), w64[[1, 0]], rtol=1e-12, atol=1e-14)
+
+
+def test_the_evaluation_rebuilds_the_network_from_its_trainings_record(tiny_prepared, tmp_path):
+    """model.pt's shape comes from the metrics.json its training wrote beside it (channels, cells, training
+    classes): with a config that agrees the evaluation runs on it; a config with another train.channels, or no
+    record at all, stops in one line naming the values and the file, before any episode."""
+    import json
+
+    import torch
+    import yaml
+
+    from conftest import run_script
+    from metantk_nas.nas.genotype import random_genotype
+    from metantk_nas.nas.networks import EvalNet
+
+    g = random_genotype(0, 5)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "genotype.json").write_text(g.to_json())
+    torch.save(EvalNet(g, 4, 5, 8).state_dict(), run / "model.pt")
+    (run / "metrics.json").write_text(json.dumps({"channels": 4, "cells": 5, "n_classes": 8, "params": 1}))
+    over = tmp_path / "o.yaml"
+    cfg = {"device": "cpu", "train": {"channels": 4, "image_size": 16, "crop_padding": 2},
+           "evaluate": {"episodes": 2, "queries": 5, "support_augmentations": 1}}
+    over.write_text(yaml.safe_dump(cfg))
+    args = ["--configfile", ROOT / "config/config.yaml", over, "--dataset", "tiny", "--method", "random", "--cells",
+            "5", "--seed", "0", "--no-progress", "--model", run / "model.pt", "--genotype", run / "genotype.json",
+            "--prepared", tiny_prepared, "--out", run]
+    run_script(ROOT / "scripts/evaluate.py", *args, cwd=tmp_path)
+    res = json.loads((run / "fewshot.json").read_text())["results"]
+    assert set(res) == {"1shot", "5shot"} and all(r["episodes"] == len(r["per_episode"]) == 2 for r in res.values())
+    prov = json.loads((run / "fewshot.json.prov.json").read_text())
+    assert str(run / "metrics.json") in prov["inputs"]
+    over.write_text(yaml.safe_dump({**cfg, "train": {**cfg["train"], "channels": 8}}))
+    proc = run_script(ROOT / "scripts/evaluate.py", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: {run / 'model.pt'}: trained as another network than this run's: channels 4 (metrics.json) vs 8 "
+        "(train.channels); rerun its training for this config")
+    over.write_text(yaml.safe_dump(cfg))
+    (run / "metrics.json").unlink()
+    proc = run_script(ROOT / "scripts/evaluate.py", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith(
+        f"error: {run / 'metrics.json'}: no record of the network's shape (channels, cells, n_classes) beside "
+        f"{run / 'model.pt'} (FileNotFoundError")
+    assert proc.stderr.strip().endswith("; rerun its training") and "\n" not in proc.stderr.strip()

@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from .config import METHODS, load_config
+from .methods import PUBLISHED_METHOD
 from .errors import PipelineError
 from .preemption import EXIT_REQUEUE, Preempted
 
@@ -214,8 +215,9 @@ def add_run_args(p: argparse.ArgumentParser, methods: Sequence[str] = METHODS) -
     """The run's wildcards; ``methods``: those the stage accepts (the search: not metanas, whose cell is published)."""
     p.add_argument("--dataset", required=True, help="a key of data.datasets")
     p.add_argument("--method", required=True, choices=list(methods),
-                   help=None if "metanas" in methods else "metanas has no search: its cell is the published one "
-                                                          "(config/genotypes.yaml), written by export_genotype.py")
+                   help=None if PUBLISHED_METHOD in methods else
+                   f"{PUBLISHED_METHOD} has no search: its cell is the published one (config/genotypes.yaml), "
+                   "written by export_genotype.py")
     p.add_argument("--cells", required=True, type=int, help="number of stacked cells (5 or 8 in the paper)")
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: Snakemake's or torch's)")

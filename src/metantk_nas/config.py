@@ -15,11 +15,11 @@ from typing import Any, Iterator, Mapping, Sequence
 import yaml
 
 from .errors import ConfigError
+from .methods import METHODS, RANDOM_METHOD, SEARCHED_METHODS  # noqa: F401  (re-exported)
+from .methods import method as method_of
 from .provenance import repo_root
 
 SCHEMA_PATH = repo_root() / "workflow" / "schemas" / "config.schema.yaml"
-METHODS = ("metantk", "tenas", "linreg", "random", "metanas")
-SEARCHED_METHODS = METHODS[:-1]   # metanas has no search: its cell is the published one (config/genotypes.yaml)
 INFINITE_TIME = 1000.0  # the original replaces inner_lr_time >= 1000 by infinity
 
 
@@ -255,7 +255,7 @@ def study_kernel_spec(cfg: Mapping[str, Any], dataset: str, cells: int, inner: s
 
 def search_config(cfg: Mapping[str, Any], dataset: str, method: str, cells: int, seed: int) -> SearchConfig:
     s = cfg["search"]
-    kernel = kernel_spec(cfg, dataset, cells) if method == "metantk" else None
+    kernel = kernel_spec(cfg, dataset, cells) if method_of(method).kernel == "MetaNTK" else None
     nested = ("method", "cells", "seed", "kernel", "ops", "linear_regions", "fidelity")
     plain = {f.name: s[f.name] for f in fields(SearchConfig) if f.name not in nested and f.name in s}
     return SearchConfig(method=method, cells=cells, seed=seed, kernel=kernel, ops=tuple(s["ops"]),
@@ -370,7 +370,7 @@ def study_runs(cfg: Mapping[str, Any]) -> list[Run]:
     out: list[Run] = []
     for d in st["datasets"]:
         for c in st["cells"]:
-            runs = [Run(d, "random", c, st["first_seed"] + i) for i in range(st["architectures"])]
+            runs = [Run(d, RANDOM_METHOD, c, st["first_seed"] + i) for i in range(st["architectures"])]
             if st["include_grid"]:
                 runs += [r for r in grid if (r.dataset, r.cells) == (d, c) and r.method in STUDY_METHODS]
             out += [r for r in dict.fromkeys(runs) if r not in out]

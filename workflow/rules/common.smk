@@ -20,6 +20,7 @@ from metantk_nas.config import (
 )
 from metantk_nas.data.prepared import raw_files
 from metantk_nas.errors import ConfigError, DataError
+from metantk_nas.methods import PUBLISHED_METHOD, SEARCHED_METHODS
 from metantk_nas.provenance import sha256_json
 from snakemake.settings.types import DeploymentMethod
 
@@ -64,7 +65,7 @@ PREP = config["data"]["prepared_root"]
 RUNS = list(iter_runs(config))
 COMPARISONS = comparisons(config)
 RUN_DIR = f"{RES}/{{dataset}}/{{method}}/cells{{cells}}/seed{{seed}}"
-SEARCHED = "metantk|tenas|linreg|random"
+SEARCHED = "|".join(SEARCHED_METHODS)  # the methods with a search of their own
 CPU_ENV = "../envs/pipeline.yaml"
 GPU_ENV = "../envs/pipeline-cuda.yaml"
 

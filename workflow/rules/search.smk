@@ -63,7 +63,7 @@ rule export_genotype:
 
 
 rule published_genotype:
-    """method=metanas: the published MetaNAS v2 cell (config/genotypes.yaml), no search."""
+    """The published method (metanas): the MetaNAS v2 cell (config/genotypes.yaml), no search."""
     input:
         config["tables"]["genotypes"],
     output:
@@ -78,7 +78,7 @@ rule published_genotype:
     log:
         f"{RES}/logs/export_genotype/{{dataset}}-{{method}}-{{cells}}-{{seed}}.log",
     wildcard_constraints:
-        method="metanas",
+        method=PUBLISHED_METHOD,
     conda:
         stage_env("export_genotype")
     threads: stage_threads("export_genotype")

@@ -50,6 +50,7 @@ use rule train as study_train with:
 use rule evaluate as study_evaluate with:
     input:
         model=f"{STUDY_RUN_DIR}/model.pt",
+        metrics=f"{STUDY_RUN_DIR}/metrics.json",
         genotype=f"{RUN_DIR}/genotype.json",
         data=f"{PREP}/{{dataset}}/manifest.json",
     output:

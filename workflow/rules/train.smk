@@ -37,6 +37,7 @@ rule evaluate:
     """Few-shot evaluation on the test classes -> fewshot.json."""
     input:
         model=f"{RUN_DIR}/model.pt",
+        metrics=f"{RUN_DIR}/metrics.json",
         genotype=f"{RUN_DIR}/genotype.json",
         data=f"{PREP}/{{dataset}}/manifest.json",
     output:

@@ -28,6 +28,7 @@ from ..errors import PipelineError
 from ..nas.genotype import CELL_TYPES, N_NODES, Genotype, from_mask
 from ..provenance import atomic_path
 from ..ranking import dense_ranks
+from ..methods import REGISTRY
 from .tables import DATASET_TITLES, Table
 
 SCORE_TITLES = {"metantk_maml": "MetaNTK κ (MAML)", "metantk_anil": "MetaNTK κ (ANIL)", "ntk": "NTK κ",
@@ -383,8 +384,7 @@ def stability_table(st: pd.DataFrame) -> Table:
 # ---------------------------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------------------------
-METHOD_STYLE = {"metantk": ("tab:red", "*"), "tenas": ("tab:blue", "s"), "linreg": ("tab:green", "^"),
-                "random": ("tab:purple", "D")}
+METHOD_STYLE = {n: m.style for n, m in REGISTRY.items() if m.style}   # the searched methods' colours and markers
 
 
 def scatter(df: pd.DataFrame, corr: pd.DataFrame, dataset: str, cells: int, score: str, shots: Sequence[int],

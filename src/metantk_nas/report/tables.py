@@ -19,15 +19,16 @@ import pandas as pd
 from tabulate import tabulate
 
 from ..config import Run
+from ..methods import TABLE1_METHODS, TABLE2_METHODS, method
 
 log = logging.getLogger(__name__)
 DATASET_TITLES = {"mini": "mini-ImageNet", "tiered": "tiered-ImageNet", "synthetic": "synthetic", "cifar_fs": "CIFAR-FS",
                   "fc100": "FC100"}
 QUOTED_DATASETS = ("mini", "tiered")   # the datasets the paper's (and its quoted rows') numbers were measured on
-TABLE2_ROWS = [("metantk", "MetaNTK-NAS", "✓", "", "✓"),
-               ("tenas", "TE-NAS", "", "✓", "✓"),
-               ("linreg", "Linear Region", "", "", "✓"),
-               ("random", "Random Cell", "", "", "")]
+TICK = "✓"
+# Table 2's rows: (method, label, MetaNTK, NTK, linear regions), read off the methods' entries
+TABLE2_ROWS = [(n, method(n).label, *(TICK if method(n).kernel == k else "" for k in ("MetaNTK", "NTK")),
+                TICK if method(n).regions else "") for n in TABLE2_METHODS]
 
 
 @dataclass
@@ -70,7 +71,7 @@ def collect(results: Path, runs: Iterable[Run], shots: Iterable[int]) -> Collect
         if met.exists():
             col.inputs.append(met)
             col.params.setdefault((run.dataset, run.method, run.cells), []).append(json.loads(met.read_text())["params"] / 1e6)
-        if cost.exists() and run.method != "metanas":
+        if cost.exists() and method(run.method).searched:
             c = json.loads(cost.read_text())
             col.inputs.append(cost)
             col.cost_h.setdefault((run.dataset, run.method, run.cells), []).append(c["device_hours"])
@@ -229,20 +230,20 @@ def table1(col: Collected, lit: dict[str, Any], datasets: list[str], cells: list
     bold = []
     for c in cells:
         group = []
-        for method, name in (("metanas", "MetaNAS(retrained)†"), ("metantk", "MetaNTK-NAS")):
-            row = [name, "Cells", str(c), "RFS"]
+        for name in TABLE1_METHODS:
+            row = [method(name).label, "Cells", str(c), "RFS"]
             for d in datasets:
-                cost = (f"{metanas_cost} hr (q)" if d in QUOTED_DATASETS else "n/a") if method == "metanas" else \
-                    _fmt_hours(float(np.mean(col.cost_h[(d, method, c)])) if (d, method, c) in col.cost_h else None)
-                row += [_fmt_params(col.params.get((d, method, c))), cost,
-                        stat(col.per_seed.get((d, method, c, 1))), stat(col.per_seed.get((d, method, c, 5)))]
+                cost = (f"{metanas_cost} hr (q)" if d in QUOTED_DATASETS else "n/a") if not method(name).searched \
+                    else _fmt_hours(float(np.mean(col.cost_h[(d, name, c)])) if (d, name, c) in col.cost_h else None)
+                row += [_fmt_params(col.params.get((d, name, c))), cost,
+                        stat(col.per_seed.get((d, name, c, 1))), stat(col.per_seed.get((d, name, c, 5)))]
             group.append(len(rows))
             rows.append(row)
             quoted.append(False)
         bold.append(group)
     devices = ", ".join(sorted(col.devices)) or "n/a"
     backends = ", ".join(sorted(col.backends)) or "n/a"
-    keys = [(d, m, c, s) for d in datasets for m in ("metanas", "metantk") for c in cells for s in (1, 5)]
+    keys = [(d, m, c, s) for d in datasets for m in TABLE1_METHODS for c in cells for s in (1, 5)]
     plural = "s" if len(col.backends) > 1 else ""
     notes = [f"Search cost: mean over seeds of the search's device-hours, measured on {devices} with the {backends} "
              f"NTK backend{plural}; the paper's hours are the original's Opacus search on a V100. (q) and rows marked q: "
@@ -262,8 +263,8 @@ def table2(col: Collected, dataset: str, cells: list[int]) -> Table:
     groups = [("", 4), ("1-shot", len(cells)), ("5-shot", len(cells))]
     columns = ["Model", "MetaNTK", "NTK", "Linear Region"] + [f"{c} Cells" for c in cells] * 2
     rows = []
-    for method, name, m, n, r in TABLE2_ROWS:
-        rows.append([name, m, n, r] + [stat(col.per_seed.get((dataset, method, c, s))) for s in (1, 5) for c in cells])
+    for meth, name, m, n, r in TABLE2_ROWS:
+        rows.append([name, m, n, r] + [stat(col.per_seed.get((dataset, meth, c, s))) for s in (1, 5) for c in cells])
     return Table(groups, columns, rows, [False] * len(rows), [list(range(len(rows)))],
                  f"Ablation study on {DATASET_TITLES.get(dataset, dataset)} (copy of Table 2 of MetaNTK-NAS).",
                  [seeds_note(col, [(dataset, m, c, s) for m, *_ in TABLE2_ROWS for c in cells for s in (1, 5)])])
@@ -275,19 +276,19 @@ def comparison(col: Collected, lit: dict[str, Any], datasets: list[str], cells: 
     paper = lit["paper_rows"]
     for d in datasets:
         key = d if d in QUOTED_DATASETS else None
-        for method in sorted({m for (dd, m, _, _) in col.per_seed if dd == d}):
+        for meth in sorted({m for (dd, m, _, _) in col.per_seed if dd == d}):
             for c in cells:
                 for s in (1, 5):
-                    ours = stat(col.per_seed.get((d, method, c, s)))
+                    ours = stat(col.per_seed.get((d, meth, c, s)))
                     if ours.mean is None:
                         continue
                     ref = None
-                    if key == "mini" and method in paper["table2"]:
-                        ref = paper["table2"][method].get(str(c), {}).get(f"shot{s}")
-                    elif key and method in paper["table1"]:
-                        ref = paper["table1"][method].get(str(c), {}).get(key, {}).get(f"shot{s}")
+                    if key == "mini" and meth in paper["table2"]:
+                        ref = paper["table2"][meth].get(str(c), {}).get(f"shot{s}")
+                    elif key and meth in paper["table1"]:
+                        ref = paper["table1"][meth].get(str(c), {}).get(key, {}).get(f"shot{s}")
                     none = f"no paper value for {DATASET_TITLES.get(d, d)} data" if key is None else "--"
-                    rows.append({"dataset": d, "method": method, "cells": c, "shots": s, "ours": ours.fmt(),
+                    rows.append({"dataset": d, "method": meth, "cells": c, "shots": s, "ours": ours.fmt(),
                                  "paper": none if ref is None else f"{ref[0]:.2f} ± {ref[1]:.2f}",
                                  "difference": "--" if ref is None else f"{ours.mean - ref[0]:+.2f}",
                                  "seeds": ours.n})

@@ -38,12 +38,15 @@ from ..data.prepared import PreparedSplit
 from ..kernels.metantk import valid_condition
 from ..nas.genotype import Genotype
 from ..nas.networks import eval_net_parameters
+from ..methods import KERNEL_METHODS
 from .pruning import SHARED_KEY
 from .scoring import Scorer
 
 log = logging.getLogger(__name__)
 STUDY_KEY = 0x57D7   # the study's "round" (a search's rounds are keys 0..13 and 10_000)
-KERNEL_SCORES = {"metantk_maml": ("metantk", "maml"), "metantk_anil": ("metantk", "anil"), "ntk": ("tenas", None)}
+# each kernel score: the method whose search computes that kernel (methods.KERNEL_METHODS), and its inner kernel
+KERNEL_SCORES = {"metantk_maml": (KERNEL_METHODS["MetaNTK"], "maml"), "metantk_anil": (KERNEL_METHODS["MetaNTK"], "anil"),
+                 "ntk": (KERNEL_METHODS["NTK"], None)}
 
 
 def _scorer(cfg: Mapping[str, Any], dataset: str, cells: int, method: str, inner: str | None,

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import SearchConfig
+from ..methods import method
 from ..nas.genotype import CELL_TYPES, Genotype, edge_groups, from_mask, random_genotype
 from ..nas.networks import full_mask
 from ..nas.space import OP_NAMES
@@ -87,6 +88,7 @@ class PruningSearch:
                  on_candidate: Callable[[], None] | None = None):
         """``on_candidate()`` is called after every scored candidate (``--stop-after`` signals the run from it)."""
         self.cfg, self.scorer, self.progress, self.on_candidate = cfg, scorer, progress, on_candidate
+        self.method = method(cfg.method)   # what it scores (methods.REGISTRY)
         self._state: SearchState | None = None   # bound by run(): the state to checkpoint ...
         self._path: Path | None = None           # ... and where (None: no checkpoints, e.g. a round run alone)
         self._signals: SignalFlag | None = None
@@ -97,7 +99,7 @@ class PruningSearch:
     def _shared(self, origin: np.ndarray, *key: int) -> list[Any] | None:
         """Per-repeat origin kernels shared by all candidates (only when fresh_batch_per_candidate is false)."""
         assert self.scorer is not None
-        if self.cfg.method == "linreg" or self.cfg.fidelity.fresh_batch_per_candidate:
+        if self.method.kernel is None or self.cfg.fidelity.fresh_batch_per_candidate:
             return None
         return [self.scorer.shared_origin(origin, *key, SHARED_KEY, r) for r in range(self.cfg.repeats)]
 
@@ -105,7 +107,7 @@ class PruningSearch:
                        shared: list[Any] | None) -> list[float]:
         """dK of each (origin_k, origin_r, cand, key): round-batched when the scorer can, else one by one."""
         assert self.scorer is not None
-        if self.cfg.method == "linreg":
+        if self.method.kernel is None:
             return [0.0] * len(work)  # the original's --only_lrs: every condition number is 1, so every dK is 0
         if self.scorer.batchable():
             return self.scorer.kernel_deltas([(o, c, key) for o, _, c, key in work], shared)
@@ -132,7 +134,7 @@ class PruningSearch:
         """Candidates scored together: as many as one batched pass holds (1 when the scorer scores one by one).
         Fixed per config, so a resumed stage cuts its candidates into the same chunks."""
         assert self.scorer is not None
-        if self.cfg.method == "linreg" or not self.scorer.batchable():
+        if self.method.kernel is None or not self.scorer.batchable():
             return 1
         per_candidate = 2 if self.cfg.fidelity.fresh_batch_per_candidate else 1
         return max(1, self.scorer.pass_size() // per_candidate)
@@ -251,7 +253,7 @@ class PruningSearch:
         """The search, resumed from ``state_path`` when it holds a state.  With a state path, a checkpoint is
         written after every round and the group stage, and within them at most every checkpoint_seconds of
         candidates; SIGTERM/SIGUSR1 finish the current candidate, checkpoint and raise :class:`Preempted`."""
-        if self.cfg.method == "random":
+        if not self.method.pruned:
             g = random_genotype(self.cfg.seed, self.cfg.cells, self.cfg.ops)
             return g, SearchState(g.to_mask())
         fresh = SearchState(initial_mask(self.cfg.ops), networks_per_pass=self.networks_per_pass())

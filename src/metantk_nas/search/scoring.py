@@ -21,6 +21,7 @@ from ..data.readers import CIFAR10_MEAN, CIFAR10_STD
 from ..data import transforms as T
 from ..kernels.linear_regions import activation_patterns, count_unique_patterns, relu_modules
 from ..kernels.metantk import condition_number, metantk
+from ..methods import method
 from ..kernels.ntk import (ParamFilter, check_per_sample, gram_from_grads, group_gram_terms, kernel_parameter_names,
                            per_sample_grads, sum_gram_terms)
 from ..seeding import torch_gen
@@ -55,7 +56,8 @@ class Scorer:
         self.stream = (cfg.seed, cfg.cells)
         self._structures: dict[bool, tuple[list[tuple[str, tuple[int, int, int] | None]], dict[str, nn.Module]]] = {}
         self.kernel_net: SuperNet | None = None
-        if cfg.method in ("metantk", "tenas"):
+        self.kernel = method(cfg.method).kernel   # "MetaNTK", "NTK" or None (methods.REGISTRY)
+        if self.kernel is not None:
             self.kernel_net = SuperNet(cfg.channels, cfg.cells, train.n_classes, cfg.norm).to(device, self.dtype)
         lr = cfg.linear_regions
         self.thin = thin_supernet(lr.channels, train.n_classes).to(device)   # normal cell C, reduction cell 2C
@@ -179,10 +181,10 @@ class Scorer:
         """The data of one repeat: a batch of tasks (metantk) or of images (tenas)."""
         rng = np.random.default_rng([*self.stream, *key, 1])
         gen = torch_gen(*self.stream, *key, 2)
-        return self.task_batch(rng, gen) if self.cfg.method == "metantk" else self.ntk_batch(rng, gen)
+        return self.task_batch(rng, gen) if self.kernel == "MetaNTK" else self.ntk_batch(rng, gen)
 
     def new_head(self, *key: int) -> nn.Linear | None:
-        return self._head(torch_gen(*self.stream, *key, 3)) if self.cfg.method == "metantk" else None
+        return self._head(torch_gen(*self.stream, *key, 3)) if self.kernel == "MetaNTK" else None
 
     def kernel_condition(self, mask: np.ndarray, inputs: KernelBatch | torch.Tensor, head: nn.Linear | None) -> float:
         if isinstance(inputs, KernelBatch):
@@ -221,7 +223,7 @@ class Scorer:
     def kernel_group(self) -> int:
         """Samples per kernel: a task batch (metantk) or ``ntk_batch`` images (tenas)."""
         c = self.cfg
-        return c.tasks_per_batch * c.ways * (c.shots + c.queries) if c.method == "metantk" else c.ntk_batch
+        return c.tasks_per_batch * c.ways * (c.shots + c.queries) if self.kernel == "MetaNTK" else c.ntk_batch
 
     def batchable(self) -> bool:
         """Do the candidates' kernels go through shared passes?  Only with independent samples and the fast
