@@ -6,8 +6,8 @@ a signal waits for) and one checkpoint as training writes it (model, optimiser, 
 serialised, then written atomically: temporary file, fsync, rename), against a bare ``torch.save`` of the same
 dictionaries to a file (the reference).  Prints seconds, megabytes and the ratios.
 
-  python bench/checkpoint.py                    # both cell counts, the paper's batch sizes (64 / 40)
-  python bench/checkpoint.py --cells 5 --batch 16
+  .venv/bin/python bench/checkpoint.py                    # both cell counts, the paper's batch sizes (64 / 40)
+  .venv/bin/python bench/checkpoint.py --cells 5 --batch 16
 """
 import argparse
 import tempfile

@@ -5,8 +5,8 @@ agreement.  Two references: scikit-learn with the original's stopping rule (scik
 pinned: tol 1e-4 on the summed loss; today's scikit-learn needs tol / n for it) and today's default tol (which stops
 earlier, see metantk_nas.fsl.evaluate.fit_predict_sklearn).
 
-  python bench/evaluate.py                       # 1000 episodes, 5-way, 50 queries, 5x augmented 1- and 5-shot
-  python bench/evaluate.py --episodes 200 --dim 576
+  .venv/bin/python bench/evaluate.py                       # 1000 episodes, 5-way, 50 queries, 5x augmented 1- and 5-shot
+  .venv/bin/python bench/evaluate.py --episodes 200 --dim 576
 """
 import argparse
 

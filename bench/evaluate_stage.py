@@ -14,7 +14,7 @@ Both run --episodes episodes per shot setting; prints seconds per episode of eac
 query image's features once however many episodes query it, so its lead grows with the episodes: at the paper's
 1000, 12,000 test images against 250,000 query forwards (bench/rehearsal.py extrapolates the stage itself).
 
-  python bench/evaluate_stage.py --prepared /tmp/metantk-rehearsal-paper/prepared/mini --episodes 2
+  .venv/bin/python bench/evaluate_stage.py --prepared /tmp/metantk-rehearsal-paper/prepared/mini --episodes 2
 """
 from __future__ import annotations
 

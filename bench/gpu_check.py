@@ -22,7 +22,7 @@ commands for an offline CUDA machine.
 (tests/test_gpu_check.py, with an interpreter that has torch and numpy only, and the wheelhouse) so the script cannot
 rot. The table is printed and written to --out.
 
-  python bench/gpu_check.py --device cuda --size paper --out results/gpu-check.md
+  .venv/bin/python bench/gpu_check.py --device cuda --size paper --out results/gpu-check.md
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ PIL-per-image pipeline like the original's (ToPILImage -> RandomCrop(84, pad 8) 
 RandomHorizontalFlip -> ToTensor -> Normalize, written with PIL since torchvision is not a dependency), in one
 run; prints images/s and the ratio.
 
-  python bench/input_pipeline.py --images 2048 --size 84 --batch 64
+  .venv/bin/python bench/input_pipeline.py --images 2048 --size 84 --batch 64
 """
 import argparse
 import random

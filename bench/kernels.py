@@ -11,8 +11,8 @@ On the supernet (C=48, 5 cells MAML / 8 cells ANIL, 30 samples at 32x32 by defau
 plus the linear-region count of one candidate. Peak memory per item: growth of the resident set on CPU (sampled),
 max allocated on CUDA.
 
-  python bench/kernels.py                 # paper size (slow on CPU: minutes)
-  python bench/kernels.py --channels 8    # quick
+  .venv/bin/python bench/kernels.py                 # paper size (slow on CPU: minutes)
+  .venv/bin/python bench/kernels.py --channels 8    # quick
 """
 import argparse
 import ctypes

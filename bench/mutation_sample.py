@@ -10,7 +10,7 @@ tests cost as much as the mutants themselves. It prints killed/M with a 95% Wils
 timeout counts as killed and is shown separately.
 
 Example (inside $MUTATION_DIR/<module>, where bench/mutation.sh wrote setup.cfg):
-  python bench/mutation_sample.py --mutmut .venv/bin/mutmut --module search/pruning.py --sample 120 --seed 0
+  .venv/bin/python bench/mutation_sample.py --mutmut .venv/bin/mutmut --module search/pruning.py --sample 120 --seed 0
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ into convolution forward, convolution backward (activation gradients), per-sampl
 products, normalisation and elementwise work, and the rest; the wall time not inside any operator is Python
 overhead.  Optionally the same for a round-batched pass of --networks networks.
 
-  python bench/profile_kernel.py                  # one network, one by one
-  python bench/profile_kernel.py --networks 2     # and a batched pass of 2 networks
+  .venv/bin/python bench/profile_kernel.py                  # one network, one by one
+  .venv/bin/python bench/profile_kernel.py --networks 2     # and a batched pass of 2 networks
 """
 import argparse
 from collections import defaultdict

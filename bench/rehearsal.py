@@ -22,9 +22,9 @@ Wall time is the process's (imports included); peak RSS (VmHWM) and peak CUDA me
 line (`peak memory: ...`, written by every stage script). The table is printed and written to {work}/rehearsal.md and .json,
 and with --doc into that markdown file between `<!-- rehearsal:begin -->` and `<!-- rehearsal:end -->`.
 
-  python bench/rehearsal.py --episodes 10 --ratios          # paper size, CPU, with the ratios: 2 cores, ~30 min
-  python bench/rehearsal.py --device cuda --doc docs/scaling.md
-  python bench/rehearsal.py --size tiny --work /tmp/r        # the smoke config's networks on 2000 images (tests)
+  .venv/bin/python bench/rehearsal.py --episodes 10 --ratios          # paper size, CPU, with the ratios: 2 cores, ~30 min
+  .venv/bin/python bench/rehearsal.py --device cuda --doc docs/scaling.md
+  .venv/bin/python bench/rehearsal.py --size tiny --work /tmp/r        # the smoke config's networks on 2000 images (tests)
 """
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ and the full search extrapolated next to the paper's 1.54 GPU-hours (mini-ImageN
 paper-size round is 126 candidates; on a CPU time a few (--candidates).  The first round is the most expensive
 (all 7 ops alive), so the extrapolation is an upper bound.
 
-  python bench/search.py --candidates 4                      # CPU
-  python bench/search.py --candidates 16 --device cuda       # GPU (README: GPU bench)
+  .venv/bin/python bench/search.py --candidates 4                      # CPU
+  .venv/bin/python bench/search.py --candidates 16 --device cuda       # GPU (README: GPU bench)
 """
 import argparse
 import dataclasses

@@ -7,8 +7,8 @@ linear regions, #params (scripts/study_score.py does the same). Prints the secon
 scoring hours of the configured study (N random cells + the grid's searched cells per (dataset, cells)). Training
 and evaluation reuse the grid's stages; docs/scaling.md counts them.
 
-  python bench/study_cost.py                        # CPU, on the smoke data's train split
-  python bench/study_cost.py --device cuda
+  .venv/bin/python bench/study_cost.py                        # CPU, on the smoke data's train split
+  .venv/bin/python bench/study_cost.py --device cuda
 """
 import argparse
 

@@ -11,8 +11,8 @@ size and data, each timed over --steps steps after one warm-up step.
 
 Prints seconds per step for each and the ratio original/ours.
 
-  python bench/train_step.py                                    # random images, CPU
-  python bench/train_step.py --prepared /tmp/metantk-rehearsal-paper/prepared/mini --device cuda --steps 20
+  .venv/bin/python bench/train_step.py                                    # random images, CPU
+  .venv/bin/python bench/train_step.py --prepared /tmp/metantk-rehearsal-paper/prepared/mini --device cuda --steps 20
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ committed code version. Prints the tree; exits 1 naming every broken link (chang
 record, dirty or unknown code).
 
 Example:
-  python scripts/audit.py results/smoke/tables/table1.tex
+  .venv/bin/python scripts/audit.py results/smoke/tables/table1.tex
 """
 import argparse
 import sys

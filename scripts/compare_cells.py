@@ -3,7 +3,7 @@
 e.g. every method of one (dataset, cells, seed); PDF + PNG, for the Snakemake report.
 
 Example:
-  python scripts/compare_cells.py --title "synthetic, 5 cells, seed 0" --out results/smoke/figures/cells-synthetic-5-0 \\
+  .venv/bin/python scripts/compare_cells.py --title "synthetic, 5 cells, seed 0" --out results/smoke/figures/cells-synthetic-5-0 \\
       --genotypes metantk=results/smoke/synthetic/metantk/cells5/seed0/genotype.json \\
                   metanas=results/smoke/synthetic/metanas/cells5/seed0/genotype.json
 """

@@ -6,7 +6,7 @@ features of the frozen network, logistic regression (C) on the augmented support
 fewshot.json holds mean, std and 95% CI (in %), the settings and every episode's accuracy.
 
 Example:
-  python scripts/evaluate.py --configfile config/config.yaml config/smoke.yaml \\
+  .venv/bin/python scripts/evaluate.py --configfile config/config.yaml config/smoke.yaml \\
       --dataset synthetic --method metantk --cells 5 --seed 0 --model results/smoke/synthetic/metantk/cells5/seed0/model.pt \\
       --genotype results/smoke/synthetic/metantk/cells5/seed0/genotype.json --prepared data/prepared-smoke/synthetic --out results/smoke/synthetic/metantk/cells5/seed0
 """

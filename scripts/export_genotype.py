@@ -6,8 +6,8 @@ integer program (PuLP/CBC) maximising the search's importance under the #params 
 is exactly the rank-based genotype.
 
 Examples:
-  python scripts/export_genotype.py --search results/smoke/.../search.json --out results/smoke/.../
-  python scripts/export_genotype.py --published metanas_in_v2 --out /tmp/metanas   # diagram of the MetaNAS v2 cell
+  .venv/bin/python scripts/export_genotype.py --search results/smoke/.../search.json --out results/smoke/.../
+  .venv/bin/python scripts/export_genotype.py --published metanas_in_v2 --out /tmp/metanas   # diagram of the MetaNAS v2 cell
 """
 import json
 import sys

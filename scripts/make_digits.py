@@ -14,7 +14,7 @@ Caveats: rotations of 0, 1 and 8 by 180 degrees are near-duplicates of the unrot
 random horizontal flip maps some classes onto others' shapes; the few-shot tasks are real images, not a benchmark.
 
 Example:
-  python scripts/make_digits.py --out data/raw/digits --per-class 60
+  .venv/bin/python scripts/make_digits.py --out data/raw/digits --per-class 60
   snakemake study --cores 2 --configfile config/smoke.yaml config/digits.yaml
 """
 from __future__ import annotations

@@ -3,8 +3,8 @@
 numbers of classes, next to Table 1's figures for the MetaNAS(retrained) cell.
 
 Examples:
-  python scripts/params.py --published metanas_in_v2 --cells 5 8 --classes 64 351
-  python scripts/params.py --genotype results/paper/mini/metantk/cells5/seed0/genotype.json --cells 5 --classes 64
+  .venv/bin/python scripts/params.py --published metanas_in_v2 --cells 5 8 --classes 64 351
+  .venv/bin/python scripts/params.py --genotype results/paper/mini/metantk/cells5/seed0/genotype.json --cells 5 --classes 64
 """
 import argparse
 import sys

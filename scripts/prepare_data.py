@@ -7,7 +7,7 @@ arrays and builtin containers), remaps labels to 0..C-1 per split and writes {ou
 Re-running on unchanged input changes nothing.
 
 Example:
-  python scripts/prepare_data.py --configfile config/config.yaml config/smoke.yaml \\
+  .venv/bin/python scripts/prepare_data.py --configfile config/config.yaml config/smoke.yaml \\
       --dataset synthetic --out data/prepared/synthetic
 """
 import sys

@@ -8,7 +8,7 @@ preemption, the time-limit warning) finish the current candidate, checkpoint and
 byte-identical for the same config and seed on CPU; timings go to cost.json (Table 1's search cost).
 
 Example (one run of the demo grid; `make demo` prepares the data first):
-  python scripts/search.py --configfile config/config.yaml config/smoke.yaml \\
+  .venv/bin/python scripts/search.py --configfile config/config.yaml config/smoke.yaml \\
       --dataset synthetic --method metantk --cells 5 --seed 0 \\
       --prepared data/prepared-smoke/synthetic --out results/smoke/synthetic/metantk/cells5/seed0
 """

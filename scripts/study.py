@@ -9,7 +9,7 @@ Reads each study architecture's scores.json (scripts/study_score.py) and fewshot
 stages), and the grid's genotype.json files for the stability table. `snakemake study` runs everything it needs.
 
 Example:
-  python scripts/study.py --configfile config/config.yaml config/smoke.yaml --results results/smoke --out results/smoke/study
+  .venv/bin/python scripts/study.py --configfile config/config.yaml config/smoke.yaml --results results/smoke --out results/smoke/study
 """
 import json
 import logging

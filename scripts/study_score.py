@@ -7,7 +7,7 @@ evaluation network's parameter count. The scores come from the search's own scor
 each architecture is scored as the search scores a candidate of one round (docs/study.md).
 
 Example (an architecture of the demo's study):
-  python scripts/study_score.py --configfile config/config.yaml config/smoke.yaml \\
+  .venv/bin/python scripts/study_score.py --configfile config/config.yaml config/smoke.yaml \\
       --dataset synthetic --method random --cells 5 --seed 100 \\
       --genotype results/smoke/synthetic/random/cells5/seed100/genotype.json \\
       --prepared data/prepared-smoke/synthetic --out results/smoke/synthetic/random/cells5/seed100

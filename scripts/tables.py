@@ -5,7 +5,7 @@ Table 1 and Table 2 (LaTeX booktabs + markdown + CSV) and comparison.{md,csv} (o
 A run that is missing renders as "--" and is listed in a warning; quoted rows come from config/literature.yaml.
 
 Example:
-  python scripts/tables.py --configfile config/config.yaml config/smoke.yaml --results results/smoke --out results/smoke/tables
+  .venv/bin/python scripts/tables.py --configfile config/config.yaml config/smoke.yaml --results results/smoke --out results/smoke/tables
 """
 import logging
 import sys

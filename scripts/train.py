@@ -6,7 +6,7 @@ lr, seconds), train_curve.png and metrics.json (#params, training time, device).
 a killed or preempted run (SIGTERM/SIGUSR1 -> checkpoint and exit 75) resumes to identical weights.
 
 Example:
-  python scripts/train.py --configfile config/config.yaml config/smoke.yaml \\
+  .venv/bin/python scripts/train.py --configfile config/config.yaml config/smoke.yaml \\
       --dataset synthetic --method metantk --cells 5 --seed 0 --genotype results/smoke/synthetic/metantk/cells5/seed0/genotype.json \\
       --prepared data/prepared-smoke/synthetic --out results/smoke/synthetic/metantk/cells5/seed0
 """
