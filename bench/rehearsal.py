@@ -23,7 +23,7 @@ line (`peak memory: ...`, written by every stage script). The table is printed a
 and with --doc into that markdown file between `<!-- rehearsal:begin -->` and `<!-- rehearsal:end -->`.
 
   .venv/bin/python bench/rehearsal.py --episodes 10 --ratios          # paper size, CPU, with the ratios: 2 cores, ~30 min
-  .venv/bin/python bench/rehearsal.py --device cuda --doc docs/scaling.md
+  .venv/bin/python bench/rehearsal.py --device cuda --doc docs/benchmarks.md
   .venv/bin/python bench/rehearsal.py --size tiny --work /tmp/r        # the smoke config's networks on 2000 images (tests)
 """
 from __future__ import annotations
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratios", action="store_true",
                    help="then bench/train_step.py, bench/evaluate_stage.py and bench/search.py at paper size: ours "
                         "against the original's procedures (bench/search.py reads the smoke data: run make demo first)")
-    p.add_argument("--doc", default=None, help="also write the table into this markdown file (docs/scaling.md)")
+    p.add_argument("--doc", default=None, help="also write the table into this markdown file (docs/benchmarks.md)")
     args = p.parse_args(argv)
     args.work = args.work or f"/tmp/metantk-rehearsal-{args.size}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
