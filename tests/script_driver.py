@@ -1,4 +1,4 @@
-"""Runs several stage scripts one after another in ONE interpreter (a test helper, see conftest.run_scripts): each as
+"""Runs several stage scripts one after another in ONE interpreter (a test helper, see helpers.run_scripts): each as
 `python scripts/<name>.py <args>` would (run as __main__, its own argv, stdout and stderr captured, its exit status
 from SystemExit), but torch and the package are imported once instead of once per script.
 

@@ -7,7 +7,6 @@ per-sample gradient loop written here.  Condition numbers agree to 1e-6 relative
 unrounded dK agrees within a stated tolerance (DK_TOL) in float32 and float64, whatever the pass size.  Not bit for
 bit: a BLAS may take another path for another batch shape (issue 30), which is why batching is opt-in.
 """
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,24 +23,9 @@ from metantk_nas.nas.ops import OP_NAMES
 from metantk_nas.search.pruning import PruningSearch, initial_mask
 from metantk_nas.search.scoring import Scorer
 
-from test_search import small_cfg
+from helpers import masks_of_a_round, networks_of_a_round, small_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def masks_of_a_round(cfg_ops) -> list[np.ndarray]:
-    """The origin, op removals (a round) and a whole-edge removal (the group stage), mixed."""
-    origin = initial_mask(cfg_ops)
-    live = [i for i, n in enumerate(OP_NAMES) if n in cfg_ops]
-    out = [origin]
-    for c, e, o in [(0, 0, live[0]), (1, 4, live[-1]), (0, 8, live[1])]:
-        m = origin.copy()
-        m[c, e, o] = False
-        out.append(m)
-    m = origin.copy()
-    m[1, 6] = False   # an edge with no live op for this network only
-    out.append(m)
-    return out
 
 
 def test_per_sample_masks_give_each_network_its_own_forward_pass():
@@ -95,22 +79,13 @@ def test_sum_gram_terms_adds_the_present_terms_in_order_and_refuses_none():
         sum_gram_terms({"a": a}, ["missing"])
 
 
-def _networks(scorer, cfg, n, fresh_inputs=True):
-    """(mask, inputs, head) of origin/candidate pairs, each with its own batch and heads, as a fresh-batch round."""
-    nets = []
-    for k, m in enumerate(masks_of_a_round(cfg.ops)[:n]):
-        inputs = scorer.kernel_inputs(0, k if fresh_inputs else 0, 0)
-        nets.append((m, inputs, scorer.new_head(0, k, 0, 1)))
-    return nets
-
-
 @pytest.mark.parametrize("method,inner", [("metantk", "maml"), ("metantk", "anil"), ("tenas", None)])
 def test_batched_condition_numbers_equal_one_by_one_in_float64(method, inner, tiny_prepared):
     kernel = KernelSpec(inner, float("inf") if inner == "maml" else 1.0, 1e-3) if inner else None
     cfg = replace(small_cfg(method), kernel=kernel, grad_dtype="float64", tasks_per_batch=2, ntk_batch=8)
     scorer = Scorer(cfg, load_split(tiny_prepared, "train"), torch.device("cpu"))
     scorer.reinit_kernel_net(0)
-    nets = _networks(scorer, cfg, 5)
+    nets = networks_of_a_round(scorer, cfg, 5)
     alone = [scorer.kernel_condition(m, x, h) for m, x, h in nets]
     for per_pass in (5, 2):   # all in one pass, and chunks of 2 (the last one alone)
         scorer._pass_networks = per_pass

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from metantk_nas.errors import PipelineError
-from metantk_nas.nas.genotype import CELL_TYPES, edge_groups, edge_list, from_mask
+from metantk_nas.nas.genotype import CELL_TYPES, edge_groups, from_mask
 from metantk_nas.nas.networks import eval_net_parameters
 from metantk_nas.nas.space import OP_NAMES
 from metantk_nas.search.budget import BIG, _op_params, importance, solve

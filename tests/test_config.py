@@ -1,3 +1,5 @@
+"""The config: the paper config against the paper, merging, the schema's one-line errors naming the key, every
+script's refusal of a bad config, the device and determinism switches, the recording view of a config."""
 import copy
 
 import pytest
@@ -6,7 +8,7 @@ import yaml
 from metantk_nas.config import (iter_runs, kernel_spec, load_config, search_config, train_config, validate_config)
 from metantk_nas.errors import ConfigError
 
-from conftest import ROOT
+from helpers import ROOT
 
 PAPER = [ROOT / "config/config.yaml"]
 SMOKE = PAPER + [ROOT / "config/smoke.yaml"]
@@ -90,7 +92,7 @@ SCRIPT_ARGS = {   # the required arguments of every script that reads the config
 
 
 def test_every_script_rejects_a_bad_config_with_the_one_line_schema_error(tmp_path):
-    from conftest import run_scripts
+    from helpers import run_scripts
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"train": {"epochs_typo": 3}}))
@@ -105,7 +107,7 @@ def test_every_script_rejects_a_bad_config_with_the_one_line_schema_error(tmp_pa
 
 
 def test_every_script_has_a_help_with_an_example():
-    from conftest import run_scripts
+    from helpers import run_scripts
 
     scripts = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
     for script, proc in zip(scripts, run_scripts([(f"scripts/{s}.py", "--help") for s in scripts])):
@@ -115,7 +117,7 @@ def test_every_script_has_a_help_with_an_example():
 
 def test_the_script_driver_reports_each_scripts_own_status_and_streams(tmp_path):
     """run_scripts against separate interpreters: the same return codes and stdout/stderr, script by script."""
-    from conftest import run_script, run_scripts
+    from helpers import run_script, run_scripts
 
     (tmp_path / "a.py").write_text("import sys, logging\nlogging.basicConfig()\nlogging.getLogger('x').warning('w')\n"
                                    "print('out'); sys.exit(int(sys.argv[1]))\n")
@@ -129,7 +131,7 @@ def test_the_script_driver_reports_each_scripts_own_status_and_streams(tmp_path)
 
 
 def test_the_search_refuses_metanas_whose_cell_is_published_with_one_line(tmp_path):
-    from conftest import run_script
+    from helpers import run_script
 
     args = [a if a != "metantk" else "metanas" for a in SCRIPT_ARGS["search"]]
     proc = run_script(ROOT / "scripts/search.py", "--configfile", ROOT / "config/config.yaml", *args, check=False,
@@ -167,7 +169,7 @@ def test_a_job_given_a_gpu_never_falls_back_to_the_cpu_silently():
 def test_the_training_script_in_a_gpu_job_stops_at_once_with_the_one_line_error(tmp_path):
     import os
 
-    from conftest import run_script
+    from helpers import run_script
 
     env = {**os.environ, "SLURM_JOB_GPUS": "0"}
     proc = run_script(ROOT / "scripts/train.py", "--configfile", ROOT / "config/config.yaml", *SCRIPT_ARGS["train"],

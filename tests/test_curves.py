@@ -10,6 +10,8 @@ import pytest
 
 from metantk_nas.fsl.curves import curve_figure
 
+from helpers import overlap
+
 
 def rfs_rows(epochs: int, milestones: tuple[int, ...]) -> list[dict]:
     """A log with RFS's step decay written out by hand: lr 0.05, x0.1 after each milestone epoch."""
@@ -18,10 +20,6 @@ def rfs_rows(epochs: int, milestones: tuple[int, ...]) -> list[dict]:
         lr = 0.05 * 0.1 ** sum(e > m for m in milestones)
         rows.append({"epoch": e, "loss": 3.0 / e, "accuracy": min(0.02 * e, 0.97), "lr": lr, "seconds": 1.0})
     return rows
-
-
-def _overlap(a, b) -> bool:
-    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
 @pytest.mark.parametrize("epochs,milestones", [(2, (1,)), (7, (3, 5)), (100, (60, 80))])
@@ -55,9 +53,9 @@ def test_training_curve_reads_as_the_log(epochs, milestones):
                 pts = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
                 inside = [legend.contains(x, y) for x, y in pts]
                 assert not any(inside), f"the legend covers a point of {line.get_label()}"
-        assert not any(_overlap(legend, bb) for bb in notes.values())
+        assert not any(overlap(legend, bb) for bb in notes.values())
     for a, b in itertools.combinations(notes.values(), 2):
-        assert not _overlap(a, b)
+        assert not overlap(a, b)
 
 
 def test_no_learning_rate_step_draws_no_step_line():

@@ -1,3 +1,5 @@
+"""The data stage: the RFS readers (mini, tiered, CIFAR-FS/FC100) on fabricated files in their exact formats, the
+safe unpickler against malicious files, the prepared format, the synthetic generator, the episode sampler."""
 import os
 import pickle
 from pathlib import Path
@@ -14,7 +16,7 @@ from metantk_nas.data.safe_pickle import safe_load
 from metantk_nas.data.synthetic import SyntheticSpec, generate
 from metantk_nas.errors import DataError
 
-from conftest import ROOT, write_pickle
+from helpers import ROOT, write_pickle
 
 
 # -- readers on tiny files in the real formats ---------------------------------------------------------------------
@@ -350,7 +352,7 @@ def test_damaged_prepared_data_is_a_data_error_naming_the_file(prepared_copy, da
 
 def test_a_stage_on_truncated_prepared_data_prints_one_line_naming_the_file(prepared_copy, tmp_path):
     """Through a stage script: exit 2, the last stderr line names the file, no traceback."""
-    from conftest import run_script
+    from helpers import run_script
 
     npy = prepared_copy / "train_images.npy"
     npy.write_bytes(npy.read_bytes()[:5000])
@@ -368,7 +370,7 @@ def test_digits_dataset_is_the_cifar_fs_format_with_rotated_and_inverted_classes
     pixel against scikit-learn's scan, rotated and inverted here by hand."""
     from sklearn.datasets import load_digits
 
-    from conftest import run_script
+    from helpers import run_script
 
     run_script(ROOT / "scripts/make_digits.py", "--out", tmp_path, "--per-class", "20")
     splits = read_cifar_style(tmp_path)

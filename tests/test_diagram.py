@@ -8,7 +8,6 @@ which edge each label sits on and which node boxes that edge joins equal the gen
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from metantk_nas.nas.diagram import figure_of_cell, figure_of_cells
 from metantk_nas.nas.genotype import CELL_TYPES, Genotype, random_genotype
 from metantk_nas.nas.space import OP_NAMES
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, overlap
 NODE_NAMES = {r"$c_{k-2}$": 0, r"$c_{k-1}$": 1, "0": 2, "1": 3, "2": 4, r"$c_{k}$": "out"}
 
 
@@ -29,10 +28,6 @@ def published() -> Genotype:
 
 
 CASES = [("metanas_in_v2", published())] + [(f"random seed {s}", random_genotype(s, 5)) for s in range(5)]
-
-
-def _overlap(a, b) -> bool:
-    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
 def _distance(point: np.ndarray, poly: np.ndarray) -> float:
@@ -97,12 +92,12 @@ def test_diagram_reads_back_as_the_genotype_with_unambiguous_labels(name, genoty
     assert set(shown["nodes"]) == {0, 1, 2, 3, 4, "out"}
     assert len(shown["labels"]) == 6
     for (a, bb_a, _), (b, bb_b, _) in itertools.combinations(shown["labels"], 2):
-        assert not _overlap(bb_a, bb_b), f"labels {a} and {b} overlap"
+        assert not overlap(bb_a, bb_b), f"labels {a} and {b} overlap"
     for op, bb, _ in shown["labels"]:
         for node, nb in shown["nodes"].items():
-            assert not _overlap(bb, nb), f"label {op} overlaps node {node}"
+            assert not overlap(bb, nb), f"label {op} overlaps node {node}"
     for x, y in itertools.combinations(shown["nodes"].values(), 2):
-        assert not _overlap(x, y)
+        assert not overlap(x, y)
     # every edge avoids every node box but its own two ends
     for poly in shown["edges"]:
         src, dst = _endpoints(poly, shown["nodes"])
@@ -161,11 +156,11 @@ def test_comparison_figure_has_a_row_per_method_and_reads_back():
         assert triples == _drawn(genotype, cell)[0], cell_name
     boxes = [ax.get_window_extent(renderer) for ax in fig.axes]
     for a, b in itertools.combinations(boxes, 2):
-        assert not _overlap(a, b)
+        assert not overlap(a, b)
 
 
 def test_compare_cells_script_draws_every_row_and_rejects_bad_input(tmp_path):
-    from conftest import run_script
+    from helpers import run_script
 
     pub = tmp_path / "metanas.json"
     pub.write_text(published().to_json())

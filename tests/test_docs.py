@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ENV, ROOT, copy_tree, placeholder_raw
+from helpers import BIN, ENV, ROOT, copy_tree, placeholder_raw
 
 pytestmark = pytest.mark.integration
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

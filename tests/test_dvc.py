@@ -9,8 +9,8 @@ import shutil
 import pytest
 import yaml
 
-from conftest import snakemake
-from dvc_helpers import DVC_RUN, STUDY, _dvc_repo, _stages, bare, dvc, ran_stages
+from helpers import snakemake
+from helpers import DVC_RUN, STUDY, _dvc_repo, _stages, bare, dvc, ran_stages
 
 pytestmark = pytest.mark.integration
 

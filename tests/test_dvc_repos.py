@@ -7,8 +7,8 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import ROOT, git_dirty, run_script, snakemake
-from dvc_helpers import BARE_ENV, DVC_RUN, STUDY, _dvc_repo, bare, dvc, ran_stages
+from helpers import ROOT, git_dirty, run_script, snakemake
+from helpers import BARE_ENV, DVC_RUN, STUDY, _dvc_repo, bare, dvc, ran_stages
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,7 @@ study:
 def test_one_changed_raw_byte_reruns_prepare_data_in_both_engines(tmp_path):
     """The raw RFS pickles are prepare_data's input in Snakemake and in dvc.yaml: after preparing a fabricated
     miniImageNet, one changed pixel in one pickle makes both engines rerun prepare_data@mini."""
-    from conftest import fake_images, write_pickle
+    from helpers import fake_images, write_pickle
     from metantk_nas.data.readers import MINI_FILES
 
     import numpy as np

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, require
+from helpers import ROOT, require
 from metantk_nas.data.prepared import load_split
 from metantk_nas.provenance import write_bytes_atomic
 

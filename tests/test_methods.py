@@ -3,7 +3,7 @@ name used to make by string comparison, written out here by hand."""
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 from metantk_nas.methods import (KERNEL_METHODS, METHODS, PUBLISHED_METHOD, RANDOM_METHOD, SEARCHED_METHODS,
                                  TABLE1_METHODS, method)
 

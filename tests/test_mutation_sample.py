@@ -3,7 +3,7 @@ import importlib.util
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("mutation_sample", ROOT / "bench/mutation_sample.py")
 ms = importlib.util.module_from_spec(spec)

@@ -1,3 +1,5 @@
+"""The search space and networks: ops, masks, the supernet and the stacked evaluation network, genotypes and
+the original's Genotype strings."""
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from metantk_nas.nas.networks import (EvalNet, SuperNet, eval_net_parameters, ev
                                       supernet_layout)
 from metantk_nas.nas.ops import OP_NAMES, make_op
 
-from conftest import ROOT
+from helpers import ROOT
 
 PUBLISHED = {k: Genotype.from_darts(v["genotype"]) for k, v in yaml.safe_load((ROOT / "config/genotypes.yaml").read_text()).items()}
 

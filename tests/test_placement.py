@@ -20,7 +20,7 @@ from metantk_nas.nas.networks import EvalNet
 from metantk_nas.search.pruning import initial_mask
 from metantk_nas.search.scoring import KernelBatch, Scorer
 
-from test_search import small_cfg
+from helpers import small_cfg
 
 META = torch.device("meta")
 

@@ -11,7 +11,7 @@ import torch
 
 from metantk_nas.config import load_config
 
-from conftest import PY, ROOT
+from helpers import PY, ROOT
 
 pytestmark = pytest.mark.integration
 EPISODES, STEPS, WARMUP = 3, 4, 2

@@ -15,7 +15,7 @@ from metantk_nas.search import scoring
 from metantk_nas.search.pruning import PruningSearch, initial_mask
 from metantk_nas.search.scoring import Scorer
 
-from test_search import TWO_OPS, small_cfg
+from helpers import TWO_OPS, small_cfg
 
 
 @pytest.mark.parametrize("method,inner", [("metantk", "maml"), ("metantk", "anil"), ("tenas", None)])
@@ -315,17 +315,17 @@ def test_train_mode_batchnorm_kernel_is_te_nas_per_sample_backward_loop(tiny_pre
     torch.testing.assert_close(got.double(), j @ j.T, rtol=1e-9, atol=1e-12)
 
 
-def test_batched_conditions_use_nan_condition_and_refuse_unequal_networks(tiny_prepared, monkeypatch):
+def test_batched_conditions_use_nan_condition_and_refuse_unequalnetworks_of_a_round(tiny_prepared, monkeypatch):
     """A NaN kernel in a round-batched pass is worth fidelity.nan_condition (here 123, not the default), as one by
     one; networks whose inputs have different numbers of samples cannot share a pass."""
-    from test_batched import _networks
+    from helpers import networks_of_a_round
 
     train = load_split(tiny_prepared, "train")
     for method in ("metantk", "tenas"):
         cfg = replace(small_cfg(method), fidelity=FidelitySwitches(nan_condition=123.0, fresh_batch_per_candidate=False))
         scorer = Scorer(cfg, train, torch.device("cpu"))
         scorer.reinit_kernel_net(0)
-        nets = _networks(scorer, cfg, 2)
+        nets = networks_of_a_round(scorer, cfg, 2)
         scorer._pass_networks = 2
         if method == "metantk":
             monkeypatch.setattr(scoring, "metantk", lambda *a, **k: torch.full((5, 5), float("nan")))

@@ -1,10 +1,11 @@
+"""Whole searches: TE-NAS's rank rules, the rounds and the edge-group stage, every method, resumes after a kill or
+a signal to byte-identical results, the export under a parameter budget."""
 import json
 from dataclasses import replace
 
 import pytest
 import torch
 
-from metantk_nas.config import FidelitySwitches, KernelSpec, LinearRegionSpec, SearchConfig
 from metantk_nas.data.prepared import load_split
 from metantk_nas.nas.genotype import CELL_TYPES, edge_groups
 from metantk_nas.nas.ops import OP_NAMES
@@ -12,17 +13,7 @@ from metantk_nas.search import scoring
 from metantk_nas.search.pruning import PruningSearch, dense_ranks, initial_mask, rank_candidates, round_sig
 from metantk_nas.search.scoring import Scorer
 
-
-def small_cfg(method="metantk", seed=0, ops=("sep_conv_3x3", "max_pool_3x3", "conv_3x3"), **kw):
-    return SearchConfig(method=method, cells=5, seed=seed,
-                        kernel=KernelSpec("maml", float("inf"), 1e-3) if method == "metantk" else None,
-                        channels=4, image_size=8, tasks_per_batch=1, ntk_batch=6, task_pool=20, repeats=1,
-                        ops=ops, linear_regions=LinearRegionSpec(batch=40, batches=1),
-                        fidelity=FidelitySwitches(fresh_batch_per_candidate=False), **kw)
-
-
-TWO_OPS = ("max_pool_3x3", "conv_3x3")   # one pruning round of 28 candidates instead of two (70): for the tests that
-                                        # need a whole search but not two rounds
+from helpers import TWO_OPS, small_cfg
 
 
 def run(cfg, prepared, state=None):
@@ -166,7 +157,7 @@ def test_an_unreadable_search_state_is_a_logged_fresh_start(tiny_prepared, tmp_p
 
 
 def test_search_script_outputs_are_byte_identical(tmp_path):
-    from conftest import ROOT, run_script
+    from helpers import ROOT, run_script
     import yaml
 
     over = tmp_path / "tiny.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, placeholder_raw, require
+from helpers import ROOT, placeholder_raw, require
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

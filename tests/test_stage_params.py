@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import ROOT, copy_tree, snakemake
+from helpers import ROOT, copy_tree, snakemake
 
 pytestmark = pytest.mark.integration
 CONFIGS = ["tests/configs/tiny.yaml", "tests/configs/stage-params.yaml"]
@@ -114,7 +114,7 @@ def test_the_search_result_does_not_depend_on_the_operational_keys(tiny, tmp_pat
     candidate as with the config's 5 s.  (search.ntk_chunk 3 instead of 16 moves dK values in their third
     decimal here, e.g. tenas -10.860 -> -10.863: a result key.)  One torch thread, as the DAG's jobs: another thread
     count is another reduction order."""
-    from conftest import run_script
+    from helpers import run_script
 
     over = tmp_path / "op.yaml"
     over.write_text("search: {checkpoint_seconds: 0}\n")

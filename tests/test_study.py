@@ -2,8 +2,6 @@
 accuracy files, its LaTeX, the config and its errors, the scores against an independent kernel, and (integration)
 the study DAG end to end on the tiny config and its dry run on the smoke config."""
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from metantk_nas.report.study import (above_chance, agreement, chance_agreement,
                                       distinct, percentile, rank_sum, resamples, searched, searched_table, spread,
                                       stability, stability_table, table3)
 
-from conftest import ROOT, require
+from helpers import ROOT, compile_latex
 
 SMOKE = [ROOT / "config/config.yaml", ROOT / "config/smoke.yaml"]
 TINY = [ROOT / "config/config.yaml", ROOT / "tests/configs/tiny.yaml"]
@@ -248,7 +246,6 @@ def test_missing_or_corrupt_inputs_name_the_file(tmp_path):
 
 
 def test_study_tables_compile_with_pdflatex(tmp_path):
-    require(shutil.which("pdflatex") is not None, "pdflatex is not installed (texlive-latex-recommended)")
     import pandas as pd
 
     runs = [Run("synthetic", "random", 8, i) for i in range(6)]
@@ -258,16 +255,8 @@ def test_study_tables_compile_with_pdflatex(tmp_path):
     inner = {("synthetic", 8): "anil"}
     corr = correlations(arch, (1, 5), 50, 0, inner)
     st = stability({("synthetic", "metantk", 8): [A, B]}, pd.DataFrame(columns=df.columns), inner, 7)
-    for name, t in (("t3", table3(corr, (1, 5), 50, synthetic=True)), ("t3b", searched_table(searched(arch, (1, 5), inner), (1, 5))),
-                    ("st", stability_table(st))):
-        doc = tmp_path / f"{name}.tex"
-        doc.write_text("\\documentclass{article}\\usepackage[margin=1cm,landscape]{geometry}\\usepackage{booktabs}"
-                       "\\usepackage{amssymb}\\usepackage[utf8]{inputenc}\\begin{document}\n" + t.latex() +
-                       "\n\\end{document}\n")
-        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stdout[-2000:]
-        assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
+    compile_latex(tmp_path, {"t3": table3(corr, (1, 5), 50, synthetic=True),
+                             "t3b": searched_table(searched(arch, (1, 5), inner), (1, 5)), "st": stability_table(st)})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -484,7 +473,7 @@ def test_scores_match_an_autograd_loop_and_a_direct_parameter_count(tiny_prepare
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_smoke_study_dry_run_reuses_the_grids_runs(tmp_path):
-    from conftest import copy_tree, snakemake
+    from helpers import copy_tree, snakemake
 
     proc = snakemake("-n", "study", "--cores", "1", "--configfile", "config/smoke.yaml", cwd=copy_tree(tmp_path))
     import re

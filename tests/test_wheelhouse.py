@@ -3,7 +3,7 @@ it already has) and bench/torch_api_audit.py on fabricated sources: both without
 import sys
 import zipfile
 
-from conftest import ROOT
+from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 import torch_api_audit  # noqa: E402

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import BIN, ENV, ROOT, audit, copy_tree, git_dirty, placeholder_raw, run_script, snakemake
+from helpers import BIN, ENV, ROOT, audit, copy_tree, git_dirty, placeholder_raw, run_script, snakemake
 
 pytestmark = pytest.mark.integration
 
