@@ -37,7 +37,7 @@ import re
 import shutil
 import subprocess
 import sys
-import time  # noqa: F401  (time.strftime)
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 

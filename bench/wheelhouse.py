@@ -72,8 +72,8 @@ def pinned(requirements: list[str], pins: dict[str, str]) -> list[str]:
     Requirement, _ = _packaging()
     out = []
     for r in requirements:
-        name = canonical(Requirement(r).name)
-        out.append(f"{Requirement(r).name}=={pins[name]}" if name in pins else r)
+        req = Requirement(r)
+        out.append(f"{req.name}=={pins[canonical(req.name)]}" if canonical(req.name) in pins else r)
     return out
 
 

@@ -12,8 +12,8 @@ import time
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from .config import METHODS, load_config
-from .methods import PUBLISHED_METHOD
 from .errors import PipelineError
+from .methods import PUBLISHED_METHOD
 from .preemption import EXIT_REQUEUE, Preempted
 
 EXIT_BAD_INPUT = 2
